@@ -100,7 +100,9 @@ def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
+    import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing notices for a short last batch are noise here
     return keras
 
 

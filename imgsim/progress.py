@@ -17,7 +17,10 @@ def silent(done: int, total: int, message: str) -> None:
 
 
 def tqdm_progress(desc: str) -> Callable[[int, int, str], None]:
-    """A :class:`Progress` that draws a tqdm bar on stderr, created on the first call."""
+    """A :class:`Progress` that draws a tqdm bar on stderr, created on the first call.
+
+    The unit is epochs for the ``train`` stage and images otherwise.
+    """
     from tqdm.auto import tqdm
 
     bar = None
@@ -27,7 +30,7 @@ def tqdm_progress(desc: str) -> Callable[[int, int, str], None]:
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+            bar = tqdm(total=total, desc=desc, unit="epoch" if desc == "train" else "img", dynamic_ncols=True)
         bar.set_postfix_str(message[:40], refresh=False)
         bar.update(done - bar.n)
         if done >= total:

@@ -1,0 +1,7 @@
+"""``python -m imgsim``."""
+
+import sys
+
+from imgsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,290 @@
+"""The ``python -m imgsim`` command line.
+
+Every subcommand has ``--help``. Problems with the input (a missing catalogue, an unreadable
+image, ``k <= 0``) end with a one-line message on stderr and a non-zero exit code, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_USER_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def resolve_catalog(text: str) -> Path:
+    """A catalogue argument: a directory, or the name of one under ``<data dir>/catalogs``."""
+    from imgsim.catalog import default_catalog_path
+
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text or "/" in text:
+        return path
+    return default_catalog_path(text)
+
+
+def _default_out(source: str) -> Path:
+    from imgsim.catalog import default_catalog_path
+
+    name = "demo" if source == "demo" else Path(source.rstrip("/")).stem or "catalog"
+    return default_catalog_path(name)
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a folder of images (recursive), a Flipkart-style .csv of image "
+                                  "URLs, or 'demo' (Debian's tuxpaint-stamps-default)")
+    p.add_argument("--out", help="catalogue directory (default: <data dir>/catalogs/<source name>)")
+    p.add_argument("--labels", help="for folders: CSV joined on its `path` column (relative to the "
+                                    "folder); its other columns become metadata")
+    p.add_argument("--label-column", help="column copied into `label`, used by evaluation and `tuned`")
+    p.add_argument("--workers", type=_positive_int, default=8, help="parallel downloads (default 8)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per download read (default 15)")
+    p.add_argument("--retries", type=int, default=3, help="retries on 429, 5xx and connection errors")
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest image to download, in MB")
+
+
+def _download_config(args: argparse.Namespace):
+    from imgsim.download import DownloadConfig
+
+    return DownloadConfig(workers=args.workers, read_timeout=args.timeout, retries=args.retries,
+                          max_bytes=int(args.max_mb * 2**20))
+
+
+def _autoencoder_config(args: argparse.Namespace):
+    from imgsim.autoencoder import AutoencoderConfig
+
+    values = {"variant": args.variant, "image_size": args.image_size,
+              "latent_dim": args.latent_dim, "epochs": args.epochs}
+    return AutoencoderConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", choices=["conv", "seed"], help="autoencoder architecture (default conv)")
+    p.add_argument("--image-size", type=_positive_int, help="autoencoder input side (default 64)")
+    p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128)")
+    p.add_argument("--epochs", type=_positive_int, help="most autoencoder epochs (default 30, early stopping)")
+
+
+def _print_summary(catalog) -> None:
+    counts = catalog.items["status"].value_counts()
+    print(f"{catalog.root}: {int(counts.get('ok', 0))} of {len(catalog.items)} items ingested")
+    failures = catalog.failures()
+    for status, group in failures.groupby("status"):
+        print(f"  {status}: {len(group)}  e.g. {group['message'].iloc[0]}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from imgsim.catalog import ingest
+    from imgsim.progress import tqdm_progress
+
+    out = Path(args.out) if args.out else _default_out(args.source)
+    catalog = ingest(args.source, out, labels=args.labels, label_column=args.label_column,
+                     download_config=_download_config(args), progress=tqdm_progress("ingest"))
+    _print_summary(catalog)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from imgsim.build import BuildOptions, build
+    from imgsim.features import ExtractorOptions
+    from imgsim.progress import tqdm_progress
+
+    options = BuildOptions(
+        approaches=tuple(a.strip() for a in args.approaches.split(",") if a.strip()),
+        extractor_options=ExtractorOptions(pooling=args.pooling, flip=args.flip),
+        autoencoder=_autoencoder_config(args),
+        labels=args.labels, label_column=args.label_column, download=_download_config(args),
+    )
+    out = Path(args.out) if args.out else _default_out(args.source)
+    catalog = build(args.source, out, options, progress=tqdm_progress, log=lambda m: print(m, flush=True))
+    _print_summary(catalog)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from imgsim.build import load_squares
+    from imgsim.autoencoder import train
+    from imgsim.catalog import Catalog
+    from imgsim.engine import AUTOENCODER, AUTOENCODER_DIR
+    from imgsim.progress import tqdm_progress
+    from imgsim.store import build_store
+
+    catalog = Catalog.load(resolve_catalog(args.catalog))
+    config = _autoencoder_config(args)
+    images = load_squares(catalog, config.image_size, tqdm_progress("decode"))
+    model = train(images, catalog.root / AUTOENCODER_DIR, config,
+                  catalog_fingerprint=catalog.fingerprint, verbose=1)
+    m = model.manifest
+    print(f"{m['config']['variant']} autoencoder: {m['parameters']:,} parameters, {m['epochs_trained']} epochs, "
+          f"val MSE {m['val_mse']:.4f}, PSNR {m['val_psnr']:.1f} dB")
+    build_store(catalog, AUTOENCODER, model, progress=tqdm_progress("index"))
+    return 0
+
+
+def _result_rows(result) -> list[dict[str, Any]]:
+    columns = [c for c in ("rank", "id", "score", "name", "category", "price", "thumb_path") if c in result.items]
+    return [{c: (float(v) if c == "score" else v) for c, v in row.items()}
+            for row in result.items[columns].to_dict("records")]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from imgsim.engine import Engine
+    from imgsim.images import decode_image
+
+    engine = Engine.open(resolve_catalog(args.catalog))
+    rgb = decode_image(args.image, max_side=448)
+    approaches = engine.approaches() if args.approach == "both" else [args.approach]
+    output = {}
+    for approach in approaches:
+        result = engine.search(rgb, approach, args.k, category=args.category)
+        output[approach] = {"metric": result.metric, "seconds": round(result.seconds, 4),
+                            "results": _result_rows(result)}
+    if args.json:
+        print(json.dumps(output, indent=2, default=str))
+        return 0
+    for approach, answer in output.items():
+        print(f"{approach} ({answer['metric']}, {answer['seconds'] * 1000:.0f} ms)")
+        for row in answer["results"]:
+            print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {row['name'][:60]}  [{row['category']}]")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from imgsim.engine import Engine
+
+    engine = Engine.open(resolve_catalog(args.catalog))
+    approaches = [a.strip() for a in args.approaches.split(",")] if args.approaches else None
+    report = engine.evaluate(args.label_column, args.k, approaches=approaches)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"leave-one-out by {report['label_column']!r} over {report['n']} items "
+          f"(chance precision {report['chance']:.3f})")
+    k = report["k"]
+    print(f"{'approach':<12} {'P@1':>7} {f'P@{k}':>7} {f'mAP@{k}':>7}")
+    for approach in ("pretrained", "autoencoder", "tuned"):
+        if approach in report:
+            s = report[approach]
+            print(f"{approach:<12} {s['precision@1']:>7.3f} {s[f'precision@{k}']:>7.3f} {s[f'map@{k}']:>7.3f}"
+                  + (f"  ({s['note']})" if s.get("note") else ""))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from imgsim.engine import Engine
+
+    engine = Engine.open(resolve_catalog(args.catalog))
+    _print_summary(engine.catalog)
+    for approach in engine.approaches():
+        m = engine.store(approach).manifest
+        print(f"  {approach}: {m['model']} {m['dim']}-d, {m['count']} rows, {m['metric']}")
+    for approach, why in engine.unavailable().items():
+        print(f"  {approach}: unavailable ({why})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from imgsim.catalog import list_catalogs
+
+    for path in list_catalogs():
+        print(path)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m imgsim``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m imgsim",
+        description="Image similarity search for product catalogues: a pretrained CNN and an "
+                    "autoencoder trained on the catalogue.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="import images into a catalogue (no models)",
+                       description="Import a folder of images, a Flipkart-style CSV of image URLs, or the "
+                                   "demo into a catalogue directory. Folder: every image below it, with the "
+                                   "first sub-folder as category, or metadata from --labels CSV. CSV: the "
+                                   "columns of Kaggle's flipkart_com-ecommerce_sample.csv (uniq_id, "
+                                   "product_name, product_category_tree, image, ...); the first URL of "
+                                   "`image` is downloaded with retries, timeouts and a size cap. Each item "
+                                   "ends with a status; re-running fetches only what is missing or failed.")
+    _add_source_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("build", help="ingest, train the autoencoder and index with each approach",
+                       description="Ingest SOURCE, train the autoencoder, and index with each approach; "
+                                   "re-running skips what is up to date and redoes what is stale.")
+    _add_source_args(p)
+    p.add_argument("--approaches", default="pretrained,autoencoder",
+                   help="comma-separated: pretrained, autoencoder, tuned (default pretrained,autoencoder)")
+    p.add_argument("--pooling", choices=["avg", "gem"], default="avg", help="pretrained pooling (default avg)")
+    p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
+    _add_autoencoder_args(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("train", help="(re)train a catalogue's autoencoder and re-index it")
+    p.add_argument("catalog", help="catalogue directory or name")
+    _add_autoencoder_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("query", help="the items most similar to an image")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("image", help="an image file (JPEG, PNG, WebP, HEIC, ...)")
+    p.add_argument("--approach", default="pretrained",
+                   choices=["pretrained", "autoencoder", "tuned", "both"])
+    p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
+    p.add_argument("--category", help="only items of this category")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("evaluate", help="leave-one-out retrieval quality of each approach")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("--label-column", default=None, help="relevance = same value in this column (default label)")
+    p.add_argument("-k", type=_positive_int, default=10, help="depth (default 10)")
+    p.add_argument("--approaches", help="comma-separated subset (default: all available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="what a catalogue holds and which approaches are ready")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="catalogues in the data directory")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    from imgsim.artifacts import ArtifactError
+    from imgsim.features import ExtractorUnavailable
+    from imgsim.images import ImageDecodeError
+    from imgsim.sources import SourceError
+
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ImageDecodeError, SourceError, ArtifactError, ExtractorUnavailable, ValueError,
+            FileNotFoundError, PermissionError) as err:
+        print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"imgsim {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

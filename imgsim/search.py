@@ -1,0 +1,144 @@
+"""Exact k-nearest-neighbour search over an embedding matrix.
+
+Cosine similarity (the default) or euclidean distance, batched queries, an optional mask (a
+category filter) and per-query exclusions (an item left out of its own results). Top-k uses
+``argpartition`` and then sorts only the k winners; ties are broken by the lower row index, so
+results are deterministic and equal to a full stable ``argsort``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+
+class Metric(str, enum.Enum):
+    """How closeness is measured."""
+
+    COSINE = "cosine"
+    EUCLIDEAN = "euclidean"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hits:
+    """Results of a batch of queries.
+
+    Attributes:
+        rows: ``(Q, k)`` int64 row indices, best first.
+        scores: ``(Q, k)`` float32: cosine similarity (higher is closer) or euclidean distance
+            (lower is closer), by the index's metric.
+    """
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+
+def _top_k_row(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries of ``score``, ties to the lower index, best first."""
+    n = score.shape[0]
+    if k >= n:
+        candidates = np.arange(n)
+    else:
+        part = np.argpartition(-score, k - 1)[:k]
+        kth = score[part].min()
+        strict = np.flatnonzero(score > kth)
+        equal = np.flatnonzero(score == kth)[: k - len(strict)]
+        candidates = np.concatenate([strict, equal])
+    order = np.lexsort((candidates, -score[candidates]))
+    return candidates[order]
+
+
+class Index:
+    """An in-memory exact index over an ``(N, dim)`` embedding matrix.
+
+    Args:
+        embeddings: ``(N, dim)`` float array (a memory-mapped store works).
+        metric: ``cosine`` or ``euclidean``.
+    """
+
+    def __init__(self, embeddings: np.ndarray, metric: Metric | str = Metric.COSINE) -> None:
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2:
+            raise ValueError(f"`embeddings` must be 2-D (N, dim). Received shape: {embeddings.shape}")
+        self.metric = Metric(metric)
+        if self.metric is Metric.COSINE:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            self._matrix = embeddings / np.maximum(norms, 1e-12)
+        else:
+            self._matrix = embeddings
+            self._sq_norms = np.einsum("ij,ij->i", embeddings, embeddings)
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return self._matrix.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._matrix.shape[1]
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """``(Q, N)`` closeness, higher is closer: cosine, or minus squared euclidean distance."""
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if q.shape[1] != self.dim:
+            raise ValueError(
+                f"queries must have dim {self.dim} like the index. Received shape: {q.shape}"
+            )
+        if self.metric is Metric.COSINE:
+            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+            return q @ self._matrix.T
+        q_sq = np.einsum("ij,ij->i", q, q)[:, None]
+        return -(self._sq_norms[None, :] - 2.0 * (q @ self._matrix.T) + q_sq)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        mask: np.ndarray | None = None,
+        exclude: np.ndarray | list[int] | None = None,
+    ) -> Hits:
+        """The ``k`` closest rows to each query.
+
+        Args:
+            queries: ``(Q, dim)`` or ``(dim,)``.
+            k: How many results per query; fewer come back when fewer rows are eligible.
+            mask: Optional ``(N,)`` bool: only rows where it is True are eligible.
+            exclude: Optional ``(Q,)`` row per query to leave out (``-1`` for none), e.g. the
+                query's own row.
+
+        Returns:
+            :class:`Hits` with ``min(k, eligible rows)`` columns.
+
+        Raises:
+            ValueError: ``k <= 0``, or shapes that do not match the index.
+        """
+        if k <= 0:
+            raise ValueError(f"`k` must be >= 1. Received: k={k}")
+        score = self.scores(queries)
+        n_queries = score.shape[0]
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (self.size,):
+                raise ValueError(f"`mask` must have shape ({self.size},). Received: {mask.shape}")
+            score[:, ~mask] = -np.inf
+        if exclude is not None:
+            exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            if exclude.shape != (n_queries,):
+                raise ValueError(
+                    f"`exclude` needs one row per query ({n_queries}). Received: {exclude.shape}"
+                )
+            valid = exclude >= 0
+            score[np.flatnonzero(valid), exclude[valid]] = -np.inf
+        eligible = np.isfinite(score).sum(axis=1).min() if self.size else 0
+        k_eff = int(min(k, eligible))
+        rows = np.empty((n_queries, k_eff), dtype=np.int64)
+        for i in range(n_queries):
+            rows[i] = _top_k_row(score[i], k_eff) if k_eff else rows[i]
+        best = np.take_along_axis(score, rows, axis=1).astype(np.float32)
+        if self.metric is Metric.EUCLIDEAN:
+            best = np.sqrt(np.maximum(-best, 0.0))
+        return Hits(rows, best)

@@ -1,0 +1,229 @@
+"""Embedding stores: one directory per approach inside a catalogue.
+
+Layout::
+
+    CATALOG/stores/<approach>/
+      manifest.json     kind "embedding_store": approach, model name and fingerprint, options,
+                        dim, image size, item count, metric, catalogue fingerprint, versions
+      embeddings.npy    (N, dim) float32, row i = row i of ``Catalog.ok``
+      ids.npy           (N,) unicode item ids, to check that alignment
+
+A build writes chunks into ``.<approach>.partial/`` (so an interrupted build resumes where it
+stopped), then assembles the store in a temporary directory that is renamed into place: a build
+killed at any point leaves the previous store loadable.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgsim.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    library_versions,
+    now_iso,
+    read_manifest,
+    write_json_atomic,
+)
+from imgsim.catalog import Catalog
+from imgsim.features import Extractor
+from imgsim.images import load_square
+from imgsim.progress import Progress, silent
+
+KIND = "embedding_store"
+FORMAT_VERSION = 1
+CHUNK_ROWS = 1024
+# The fields that must match between a store and the model it is queried with.
+MODEL_FIELDS = ("approach", "model", "fingerprint", "options", "dim", "image_size")
+
+
+class StoreMismatch(ArtifactError):
+    """A store was built for another model, options or catalogue; the message says which."""
+
+
+def store_path(catalog: Catalog, approach: str) -> Path:
+    """``CATALOG/stores/<approach>``."""
+    return catalog.root / "stores" / approach
+
+
+def model_spec(approach: str, extractor: Extractor) -> dict[str, Any]:
+    """The manifest fields that identify the model behind a store."""
+    return {
+        "approach": approach,
+        "model": extractor.name,
+        "fingerprint": extractor.fingerprint,
+        "options": dict(extractor.options),
+        "dim": int(extractor.dim),
+        "image_size": int(extractor.image_size),
+    }
+
+
+class Store:
+    """A loaded embedding store (embeddings memory-mapped)."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], embeddings: np.ndarray,
+                 ids: np.ndarray) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.embeddings = embeddings
+        self.ids = ids
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, catalog: Catalog | None = None,
+             expect: dict[str, Any] | None = None) -> Store:
+        """Loads a store and checks it against its catalogue and model.
+
+        Args:
+            root: The store directory.
+            catalog: If given, the store must have been built for its current item list.
+            expect: If given (see :func:`model_spec`), those fields must match the manifest.
+
+        Raises:
+            ArtifactError: No store there, or it is damaged.
+            StoreMismatch: It was built for another catalogue state, model or options.
+        """
+        root = Path(root)
+        manifest = read_manifest(root, KIND)
+        rebuild = f"rebuild it with: python -m imgsim build {manifest.get('source', 'SOURCE')} --out {root.parent.parent}"
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreMismatch(f"store {root.name} has format {manifest.get('format_version')}, "
+                                f"expected {FORMAT_VERSION}; {rebuild}")
+        for field, value in (expect or {}).items():
+            if manifest.get(field) != value:
+                raise StoreMismatch(
+                    f"store {root.name} was built with {field}={manifest.get(field)!r} but the "
+                    f"model now has {field}={value!r}; {rebuild}"
+                )
+        if catalog is not None and manifest.get("catalog_fingerprint") != catalog.fingerprint:
+            raise StoreMismatch(
+                f"store {root.name} was built for another version of catalogue {catalog.name} "
+                f"({manifest.get('count')} items, now {len(catalog.ok)}); {rebuild}"
+            )
+        embeddings = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        ids = np.load(root / "ids.npy", allow_pickle=False)
+        if embeddings.shape != (manifest["count"], manifest["dim"]) or len(ids) != manifest["count"]:
+            raise ArtifactError(f"store {root} is damaged: shapes do not match its manifest")
+        return cls(root, manifest, embeddings, ids)
+
+
+def is_current(catalog: Catalog, approach: str, expect: dict[str, Any]) -> bool:
+    """Whether the catalogue's store for ``approach`` is loadable and matches ``expect``."""
+    try:
+        Store.load(store_path(catalog, approach), catalog, expect)
+    except ArtifactError:
+        return False
+    return True
+
+
+def iter_batches(paths: list[Path], size: int, batch_size: int,
+                 workers: int = 2) -> Iterator[np.ndarray]:
+    """Yields ``(B, size, size, 3)`` uint8 batches, decoding ahead in threads.
+
+    Pillow releases the GIL while decoding and resizing, so the next batches are prepared while
+    the model runs on the current one.
+    """
+    def load(chunk: list[Path]) -> np.ndarray:
+        return np.stack([load_square(p, size) for p in chunk]) if chunk else np.zeros((0, size, size, 3), np.uint8)
+
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[cf.Future] = []
+        for chunk in chunks:
+            pending.append(pool.submit(load, chunk))
+            if len(pending) > workers + 1:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def build_store(
+    catalog: Catalog,
+    approach: str,
+    extractor: Extractor,
+    *,
+    metric: str = "cosine",
+    batch_size: int = 32,
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Progress = silent,
+) -> Store:
+    """Embeds every ingested item of ``catalog`` and writes the store for ``approach``.
+
+    Chunks of ``chunk_rows`` rows are kept in a partial directory until the store is complete,
+    so re-running after an interruption embeds only the missing chunks.
+
+    Args:
+        catalog: The catalogue (its thumbnails are read).
+        approach: The store's name (``pretrained``, ``autoencoder``, ...).
+        extractor: Anything with the :class:`imgsim.features.Extractor` interface.
+        metric: The distance the store is searched with by default.
+        batch_size: Images per model call.
+        chunk_rows: Rows per resumable chunk (a multiple of ``batch_size`` works best).
+        progress: Called after each batch.
+
+    Returns:
+        The new :class:`Store`.
+    """
+    if chunk_rows < 1 or batch_size < 1:
+        raise ValueError(f"`chunk_rows` and `batch_size` must be >= 1. Received: {chunk_rows}, {batch_size}")
+    ok = catalog.ok
+    if len(ok) == 0:
+        raise ValueError(f"catalogue {catalog.name} has no ingested items to embed")
+    final = store_path(catalog, approach)
+    spec = {**model_spec(approach, extractor), "catalog_fingerprint": catalog.fingerprint,
+            "chunk_rows": chunk_rows}
+    partial = final.with_name(f".{approach}.partial")
+    if partial.exists():
+        try:
+            if read_manifest(partial, "partial_store").get("spec") != spec:
+                shutil.rmtree(partial)
+        except ArtifactError:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(partial / "manifest.json", {"kind": "partial_store", "spec": spec})
+
+    paths = catalog.thumb_paths()
+    n_chunks = (len(paths) + chunk_rows - 1) // chunk_rows
+    done = 0
+    for c in range(n_chunks):
+        rows = paths[c * chunk_rows:(c + 1) * chunk_rows]
+        chunk_file = partial / f"chunk_{c:05d}.npy"
+        if chunk_file.exists():
+            done += len(rows)
+            progress(done, len(paths), f"chunk {c + 1}/{n_chunks} already embedded")
+            continue
+        parts = []
+        for batch in iter_batches(rows, extractor.image_size, batch_size):
+            parts.append(np.asarray(extractor.embed(batch), dtype=np.float32))
+            done += len(batch)
+            progress(done, len(paths), f"chunk {c + 1}/{n_chunks}")
+        tmp = partial / f".chunk_{c:05d}.tmp.npy"
+        np.save(tmp, np.concatenate(parts), allow_pickle=False)
+        os.replace(tmp, chunk_file)
+
+    embeddings = np.concatenate(
+        [np.load(partial / f"chunk_{c:05d}.npy", allow_pickle=False) for c in range(n_chunks)]
+    )
+    manifest = {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        **model_spec(approach, extractor),
+        "metric": metric,
+        "count": int(embeddings.shape[0]),
+        "catalog_fingerprint": catalog.fingerprint,
+        "source": catalog.manifest.get("source"),
+        "created": now_iso(),
+        "library_versions": library_versions(),
+    }
+    with atomic_directory(final) as tmp_dir:
+        np.save(tmp_dir / "embeddings.npy", embeddings, allow_pickle=False)
+        np.save(tmp_dir / "ids.npy", ok["id"].to_numpy(dtype=str), allow_pickle=False)
+        write_json_atomic(tmp_dir / "manifest.json", manifest)
+    shutil.rmtree(partial, ignore_errors=True)
+    return Store.load(final, catalog, model_spec(approach, extractor))
