@@ -140,11 +140,10 @@ def fetch(session: requests.Session, url: str, config: DownloadConfig) -> Downlo
         return DownloadResult(
             url, FAILED_TO_DOWNLOAD, f"timed out (connect {config.connect_timeout:g} s, read {config.read_timeout:g} s)"
         )
+    except requests.exceptions.ChunkedEncodingError:
+        return DownloadResult(url, FAILED_TO_DOWNLOAD, "the connection closed before the body was complete")
     except requests.ConnectionError as err:
-        reason = str(err)
-        if "IncompleteRead" in reason or "Connection broken" in reason:
-            return DownloadResult(url, FAILED_TO_DOWNLOAD, "the connection closed before the body was complete")
-        return DownloadResult(url, FAILED_TO_DOWNLOAD, f"connection failed: {reason[:200]}")
+        return DownloadResult(url, FAILED_TO_DOWNLOAD, f"connection failed: {str(err)[:200]}")
     except requests.RequestException as err:
         return DownloadResult(url, FAILED_TO_DOWNLOAD, f"{type(err).__name__}: {str(err)[:200]}")
     try:

@@ -40,8 +40,10 @@ def ranked_relevance(
         raise ValueError(f"`k` must be >= 1. Received: k={k}")
     if len(labels) != len(embeddings):
         raise ValueError(f"`labels` ({len(labels)}) and `embeddings` ({len(embeddings)}) differ in length")
-    if queries is None:
-        queries = np.flatnonzero(labels != "")
+    if queries is None:  # unlabelled items cannot be judged: they leave the ranking entirely
+        labelled = np.flatnonzero(labels != "")
+        embeddings, labels = np.asarray(embeddings)[labelled], labels[labelled]
+        queries = np.arange(len(labels))
     if len(queries) == 0:
         raise ValueError("no labelled items to evaluate")
     if len(embeddings) < 2:

@@ -169,7 +169,7 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
         raise NotAnImageError(f"{name}: {_describe_non_image(data)}") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageTooLargeError(
-            f"{name}: the image declares an enormous size (a decompression bomb?); refused"
+            f"{name}: the image declares a size too large to decode safely (a decompression bomb?)"
         ) from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         if isinstance(err, ImageDecodeError):
