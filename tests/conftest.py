@@ -217,6 +217,6 @@ def built_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path) -> P
     from imgsim.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("catalogs") / "shop"
-    options = BuildOptions(autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2, batch_size=4))
+    options = BuildOptions(autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2))
     build(str(shop_dir), out, options)
     return out

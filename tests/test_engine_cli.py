@@ -1,0 +1,97 @@
+"""The engine and the command line over a tiny catalogue built with both approaches."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imgsim.cli import main
+from imgsim.engine import Engine
+
+
+@pytest.fixture(scope="module")
+def engine(built_catalog):
+    return Engine.open(built_catalog)
+
+
+def test_both_approaches_answer_best_first(engine, shop_dir):
+    assert engine.approaches() == ["pretrained", "autoencoder"]
+    for approach in engine.approaches():
+        result = engine.search(shop_dir / "greens" / "green_2.png", approach, k=3)
+        assert len(result.items) == 3 and result.query_image.dtype == np.uint8
+        assert (np.diff(result.items["score"]) <= 0).all()  # cosine: best first
+    # the pretrained features tell the colours apart; a two-epoch autoencoder need not
+    top = engine.search(shop_dir / "greens" / "green_2.png", "pretrained", k=3).items
+    assert set(top["category"]) == {"greens"}
+
+
+def test_more_like_this_excludes_the_item_and_filters(engine):
+    result = engine.search_item(0, "pretrained", k=20)
+    assert len(result.items) == 11 and engine.items["id"].iloc[0] not in result.ids
+    filtered = engine.search_item(0, "pretrained", k=20, category="blues")
+    assert set(filtered.items["category"]) == {"blues"}
+    with pytest.raises(ValueError, match="category"):
+        engine.search_item(0, "pretrained", k=3, category="hats")
+
+
+def test_compare_and_reconstruct(engine, shop_dir):
+    both = engine.compare(shop_dir / "reds" / "red_1.png", k=4)
+    assert set(both) == {"pretrained", "autoencoder"}
+    recon = engine.reconstruct(row=0)
+    assert recon.original.shape == recon.reconstruction.shape == (16, 16, 3)
+    assert recon.error_map.shape == (16, 16) and recon.psnr > 0
+    errors = engine.reconstruction_errors()
+    assert len(errors) == 12 and (errors["mse"] >= 0).all()
+
+
+def test_tuned_is_unavailable_with_a_reason(engine):
+    assert "tuned" in engine.unavailable()
+
+
+def test_cli_query_and_evaluate_json(built_catalog, shop_dir, capsys):
+    assert main(["query", str(built_catalog), str(shop_dir / "blues" / "blue_0.png"), "-k", "2", "--json",
+                 "--approach", "both"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in out["pretrained"]["results"]][0] == "blue 0"
+    assert main(["evaluate", str(built_catalog), "--json", "-k", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["k"] == 3 and report["n"] == 12 and report["label_column"] == "label"
+    assert set(report["pretrained"]) == {"precision@1", "precision@3", "map@3"}
+    assert report["pretrained"]["precision@1"] == 1.0  # the three colours are trivially apart
+
+
+def test_build_again_skips_what_is_up_to_date(built_catalog, shop_dir, capsys):
+    assert main(["build", str(shop_dir), "--out", str(built_catalog), "--image-size", "16",
+                 "--latent-dim", "8", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained: store up to date" in out and "autoencoder: model up to date" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["query", "/nonexistent/catalog", "x.jpg"], "no catalogue"),
+    (["evaluate", "/nonexistent/catalog"], "no catalogue"),
+    (["build", "/nonexistent/folder"], "does not exist"),
+])
+def test_bad_input_exits_with_one_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
+
+
+def test_unreadable_query_image(built_catalog, samples, capsys):
+    assert main(["query", str(built_catalog), str(samples["page.jpg"])]) == 2
+    assert "HTML page" in capsys.readouterr().err
+
+
+def test_k_must_be_positive_and_help_documents_imports():
+    run = subprocess.run([sys.executable, "-m", "imgsim", "query", "x", "y", "-k", "0"], capture_output=True, text=True)
+    assert run.returncode == 2 and "must be >= 1" in run.stderr
+    helptext = subprocess.run([sys.executable, "-m", "imgsim", "ingest", "--help"], capture_output=True, text=True).stdout
+    assert "Flipkart" in helptext and "folder" in helptext.lower()
+
+
+def test_importing_imgsim_leaves_streamlit_out():
+    code = "import sys, imgsim, imgsim.engine, imgsim.build, imgsim.cli; print('streamlit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -1,0 +1,71 @@
+"""Embedding stores: round trip, refusal after a model change, crash safety, resume."""
+
+import numpy as np
+import pytest
+
+from imgsim.artifacts import ArtifactError
+from imgsim.catalog import ingest
+from imgsim.store import Store, StoreMismatch, build_store, model_spec, store_path
+
+
+class FakeExtractor:
+    """A deterministic extractor: mean colour plus a constant, for fast store tests."""
+
+    name = "fake"
+    dim = 4
+    image_size = 8
+    options: dict = {}
+
+    def __init__(self, fingerprint="v1", fail_after=None):
+        self.fingerprint = fingerprint
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def embed(self, batch):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("power cut")
+        mean = batch.reshape(len(batch), -1, 3).mean(axis=1) / 255
+        return np.concatenate([mean, np.ones((len(batch), 1))], axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def catalog(shop_dir, tmp_path):
+    return ingest(str(shop_dir), tmp_path / "cat")
+
+
+def test_round_trip(catalog):
+    ex = FakeExtractor()
+    store = build_store(catalog, "fake", ex, batch_size=5, chunk_rows=5)
+    loaded = Store.load(store_path(catalog, "fake"), catalog, model_spec("fake", ex))
+    assert loaded.embeddings.shape == (12, 4)
+    np.testing.assert_array_equal(loaded.ids, catalog.ok["id"].to_numpy())
+    expected = ex.embed(np.stack([catalog.load_square(i, 8) for i in range(12)]))
+    np.testing.assert_allclose(loaded.embeddings, expected, atol=1e-6)
+    assert isinstance(loaded.embeddings, np.memmap)
+    assert loaded.manifest["dim"] == 4 and loaded.manifest["count"] == 12
+
+
+def test_a_store_is_refused_for_another_model(catalog):
+    build_store(catalog, "fake", FakeExtractor("v1"))
+    with pytest.raises(StoreMismatch, match="fingerprint='v1'.*fingerprint='v2'.*python -m imgsim build"):
+        Store.load(store_path(catalog, "fake"), catalog, model_spec("fake", FakeExtractor("v2")))
+
+
+def test_a_crash_mid_build_keeps_the_previous_store_and_resumes(catalog):
+    build_store(catalog, "fake", FakeExtractor("v1"), batch_size=4, chunk_rows=4)
+    before = np.array(Store.load(store_path(catalog, "fake")).embeddings)
+    with pytest.raises(RuntimeError, match="power cut"):
+        build_store(catalog, "fake", FakeExtractor("v2", fail_after=2), batch_size=4, chunk_rows=4)
+    survivor = Store.load(store_path(catalog, "fake"))
+    assert survivor.manifest["fingerprint"] == "v1"
+    np.testing.assert_array_equal(survivor.embeddings, before)
+    resumed = FakeExtractor("v2")
+    build_store(catalog, "fake", resumed, batch_size=4, chunk_rows=4)
+    assert resumed.calls == 1  # two of three chunks were kept from the interrupted run
+    assert Store.load(store_path(catalog, "fake")).manifest["fingerprint"] == "v2"
+
+
+def test_damaged_or_missing_store(catalog, tmp_path):
+    with pytest.raises(ArtifactError, match="manifest"):
+        Store.load(tmp_path / "nothing")
