@@ -1,0 +1,58 @@
+"""Evaluation: leave-one-out precision@k curves and 2-D maps of each approach's embeddings."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages import shared
+
+
+@st.cache_data(show_spinner="Scoring every item against all the others…", max_entries=16)
+def evaluation(path: str, stamp: float, label_column: str) -> dict:
+    return shared.engine_for(Path(path)).evaluate(label_column, 10, curve_k=20)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def pca_map(path: str, stamp: float, approach: str, limit: int = 3000) -> pd.DataFrame:
+    engine = shared.engine_for(Path(path))
+    x = np.asarray(engine.store(approach).embeddings, dtype=np.float64)
+    rows = np.random.default_rng(0).permutation(len(x))[:limit]
+    x = x[rows] - x[rows].mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1],
+                         "category": engine.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
+
+
+st.title("📈 Evaluation")
+engine = shared.current_engine()
+if engine is not None:
+    root = engine.catalog.root
+    stamp = shared._stamp(root)
+    candidates = [c for c in ("label", "category", "subcategory", "articleType", "subCategory")
+                  if c in engine.items.columns and engine.items[c].astype(bool).any()]
+    label_column = st.selectbox("An item is relevant when it shares the query's", candidates or ["label"])
+    st.caption("Leave-one-out: every labelled item queries all the others.")
+    try:
+        report = evaluation(str(root), stamp, label_column)
+    except ValueError as err:
+        st.error(str(err))
+        report = None
+    if report:
+        approaches = [a for a in ("pretrained", "autoencoder", "tuned") if a in report]
+        table = pd.DataFrame({a: {key: report[a][key] for key in ("precision@1", "precision@10", "map@10")}
+                              for a in approaches}).T
+        st.dataframe(table.style.format("{:.3f}"))
+        depth = min(len(report[a]["curve"]) for a in approaches)  # small catalogues rank fewer than 20
+        curves = pd.DataFrame({a: report[a]["curve"][:depth] for a in approaches}, index=range(1, depth + 1))
+        curves["chance"] = report["chance"]
+        st.line_chart(curves, x_label="k", y_label="precision@k")
+        st.caption(f"{report['n']} items labelled by {label_column!r}; chance precision {report['chance']:.3f}.")
+    st.subheader("The catalogue in 2-D (PCA of each approach's embeddings)")
+    columns = st.columns(max(len(engine.approaches()), 1))
+    for column, approach in zip(columns, engine.approaches()):
+        with column:
+            st.markdown(f"**{shared.APPROACH_LABELS[approach]}**")
+            st.scatter_chart(pca_map(str(root), stamp, approach), x="x", y="y", color="category")

@@ -1,0 +1,42 @@
+"""imgsim's Streamlit app: page config, navigation, and the Search page."""
+
+import streamlit as st
+
+from pages import shared
+
+
+def search_page() -> None:
+    """Search: a photo in, the most similar catalogue items out."""
+    st.title("🔎 Visual search")
+    engine = shared.current_engine()
+    if engine is None:
+        return
+    approach, k, category = shared.sidebar_search_options(engine)
+    st.caption(f"{len(engine.items)} items in **{engine.catalog.name}**. Upload or snap a photo, "
+               "or try an example from the catalogue.")
+    shared.query_widgets(engine)
+    query = shared.current_query(engine)
+    if query is None or approach is None:
+        return
+    result = shared.run_query(engine, query, approach, k, category)
+    left, right = st.columns([1, 3])
+    with left:
+        shared.show_query(engine, query, result)
+    if result is None:
+        return
+    with right:
+        st.subheader(f"{len(result.items)} most similar")
+        st.caption(f"{shared.APPROACH_LABELS[approach]} · {result.seconds * 1000:.0f} ms "
+                   f"(search {result.search_seconds * 1000:.1f} ms)")
+    shared.result_grid(engine, result, key="search")
+
+
+st.set_page_config(page_title="imgsim · visual search", page_icon="🔎", layout="wide")
+navigation = st.navigation([
+    st.Page(search_page, title="Search", icon="🔎", default=True),
+    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/reconstructions.py", title="Reconstructions", icon="🧩"),
+    st.Page("pages/catalogue.py", title="Catalogue", icon="🗂️"),
+    st.Page("pages/evaluation.py", title="Evaluation", icon="📈"),
+])
+navigation.run()

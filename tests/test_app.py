@@ -1,0 +1,72 @@
+"""Every page through streamlit's AppTest, over the tiny built catalogue."""
+
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO, jpeg_bytes, solid
+
+APP = str(REPO / "streamlit_app.py")
+PAGES = ["pages/compare.py", "pages/reconstructions.py", "pages/catalogue.py", "pages/evaluation.py"]
+
+
+@pytest.fixture
+def app(built_catalog, _data_dir):
+    shutil.copytree(built_catalog, _data_dir / "catalogs" / "shop")
+    at = AppTest.from_file(APP, default_timeout=120)
+    return at.run()
+
+
+def result_images(at):
+    return [img for img in at.image if "as the model sees it" not in " ".join(img.captions)]
+
+
+def test_search_page_upload_approach_and_k(app):
+    assert not app.exception
+    assert app.sidebar.selectbox[0].value == "shop"
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((30, 50, 210), 64)), "image/jpeg")).run()
+    assert not app.exception
+    assert len(result_images(app)) == 8  # the default k
+    app.sidebar.slider(key="k").set_value(3).run()
+    assert len(result_images(app)) == 3
+    app.sidebar.radio(key="approach").set_value("autoencoder").run()
+    assert not app.exception and len(result_images(app)) == 3
+
+
+def test_bad_upload_shows_an_error_and_the_page_goes_on(app):
+    app.file_uploader[0].set_value(("page.jpg", b"<html>nope</html>", "image/jpeg")).run()
+    assert not app.exception
+    assert any("HTML page" in e.value for e in app.error)
+    app.file_uploader[0].set_value(("ok.jpg", jpeg_bytes(solid((210, 30, 30), 64)), "image/jpeg")).run()
+    assert not app.error and len(result_images(app)) == 8
+
+
+def test_example_and_more_like_this(app):
+    app.button[0].click().run()  # "Try an example"
+    assert not app.exception and len(result_images(app)) == 8
+    more = [b for b in app.button if b.label == "More like this"]
+    more[0].click().run()
+    assert not app.exception and len(result_images(app)) == 8
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app, page):
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+
+
+def test_compare_page_shows_both_columns_with_precision(app):
+    app.switch_page("pages/compare.py").run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert len(app.subheader) >= 2
+    assert any("precision@8" in m.value for m in app.markdown)
+
+
+def test_reconstructions_modes(app):
+    app.switch_page("pages/reconstructions.py").run()
+    for mode in ("Browse", "Random", "Worst"):
+        app.radio[0].set_value(mode).run()
+        assert not app.exception
+        assert len(app.image) >= 3
