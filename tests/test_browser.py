@@ -1,0 +1,122 @@
+"""One real browser: Debian's Chromium driven by Playwright against `streamlit run`."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, jpeg_bytes, solid
+
+CHROMIUM = Path(os.environ.get("IMGSIM_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = REPO / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(built_catalog, tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    data = tmp_path_factory.mktemp("appdata")
+    shutil.copytree(built_catalog, data / "catalogs" / "shop")
+    port = free_port()
+    env = {**os.environ, "IMGSIM_DATA_DIR": str(data)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail("streamlit did not become healthy")
+    yield url, started
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def wait_idle(page) -> None:
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+
+
+def count_results(page, k: int) -> None:
+    page.wait_for_function(
+        f"document.querySelectorAll(\"[data-testid='stImage'] img\").length >= {k + 1}", timeout=120_000)
+
+
+def test_upload_compare_and_camera(server, browser, tmp_path):
+    url, started = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(solid((40, 60, 200), 300)))
+    page = browser.new_page(viewport={"width": 1280, "height": 2400})
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=120_000)
+    wait_idle(page)
+
+    t0 = time.perf_counter()
+    with page.expect_file_chooser() as chooser:
+        page.click("[data-testid='stFileUploaderDropzone'] button")
+    chooser.value.set_files(str(photo))
+    count_results(page, 8)  # k = 8 results plus the query as the model sees it
+    first = time.perf_counter()
+    print(f"\ncold start to first result: {first - started:.1f} s; upload to results: {first - t0:.2f} s")
+    wait_idle(page)
+    page.screenshot(path=str(ARTIFACTS / "search.png"))
+
+    page.get_by_role("button", name="🎲 Try an example").click()
+    t1 = time.perf_counter()
+    wait_idle(page)
+    count_results(page, 8)
+    print(f"warm query (click to rendered results): {time.perf_counter() - t1:.2f} s")
+
+    page.goto(url + "/compare")
+    wait_idle(page)
+    page.get_by_role("button", name="🎲 Try an example").click()
+    wait_idle(page)
+    page.wait_for_selector("text=Autoencoder latent space", timeout=60_000)
+    assert page.locator("text=Pretrained CNN (EfficientNet-Lite0)").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "compare.png"))
+
+    page.goto(url)
+    wait_idle(page)
+    page.get_by_text("📷 Use the camera").click()
+    page.wait_for_selector("[data-testid='stCameraInputButton']", timeout=60_000)
+    page.wait_for_timeout(1500)  # let the fake device deliver frames
+    page.click("[data-testid='stCameraInputButton']")
+    count_results(page, 8)
+    wait_idle(page)
+    page.screenshot(path=str(ARTIFACTS / "camera.png"))
+    assert page.locator("text=Traceback").count() == 0
+    page.close()
