@@ -330,7 +330,7 @@ class Engine:
         """Leave-one-out retrieval quality of each approach, by ``label_column``.
 
         ``tuned`` is scored only on items whose labels were held out of its fit (see
-        :func:`imgsim.tuned.cross_fitted_embeddings`).
+        :func:`imgsim.tuned.cross_validated_scores`).
 
         Returns:
             ``{"k", "label_column", "n", "chance", <approach>: {"precision@1", "precision@k",
@@ -349,17 +349,16 @@ class Engine:
                                   "chance": chance_precision(labels)}
         for approach in approaches or self.approaches():
             store = self.store(approach)
-            metric = store.manifest.get("metric", "cosine")
-            if approach == TUNED:
-                from imgsim.tuned import cross_fitted_embeddings
+            if approach == TUNED:  # never scored on items whose labels fitted the projection
+                from imgsim.tuned import cross_validated_scores
 
-                embeddings, note = cross_fitted_embeddings(np.asarray(self.store(PRETRAINED).embeddings), labels)
-            else:
-                embeddings, note = np.asarray(store.embeddings), None
+                report[approach] = cross_validated_scores(
+                    np.asarray(self.store(PRETRAINED).embeddings), labels, k, curve_k=curve_k)
+                continue
+            metric = store.manifest.get("metric", "cosine")
+            embeddings = np.asarray(store.embeddings)
             scores = evaluate_embeddings(embeddings, labels, k, metric)
             if curve_k:
                 scores["curve"] = precision_curve(embeddings, labels, curve_k, metric)
-            if note:
-                scores["note"] = note
             report[approach] = scores
         return report

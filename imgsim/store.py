@@ -172,8 +172,7 @@ def build_store(
     """
     if chunk_rows < 1 or batch_size < 1:
         raise ValueError(f"`chunk_rows` and `batch_size` must be >= 1. Received: {chunk_rows}, {batch_size}")
-    ok = catalog.ok
-    if len(ok) == 0:
+    if len(catalog.ok) == 0:
         raise ValueError(f"catalogue {catalog.name} has no ingested items to embed")
     final = store_path(catalog, approach)
     spec = {**model_spec(approach, extractor), "catalog_fingerprint": catalog.fingerprint,
@@ -210,6 +209,27 @@ def build_store(
     embeddings = np.concatenate(
         [np.load(partial / f"chunk_{c:05d}.npy", allow_pickle=False) for c in range(n_chunks)]
     )
+    store = write_store(catalog, approach, extractor, embeddings, metric=metric)
+    shutil.rmtree(partial, ignore_errors=True)
+    return store
+
+
+def write_store(catalog: Catalog, approach: str, extractor: Extractor, embeddings: np.ndarray,
+                *, metric: str = "cosine", extra: dict[str, Any] | None = None) -> Store:
+    """Writes ready embeddings (row i = ``catalog.ok`` row i) as the store of ``approach``, atomically.
+
+    Args:
+        catalog: The catalogue the rows belong to.
+        approach: The store's name.
+        extractor: The model that made the embeddings (its identity goes in the manifest).
+        embeddings: ``(len(catalog.ok), extractor.dim)`` float32.
+        metric: The distance the store is searched with by default.
+        extra: More manifest fields.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.shape != (len(catalog.ok), extractor.dim):
+        raise ValueError(f"`embeddings` must have shape ({len(catalog.ok)}, {extractor.dim}). "
+                         f"Received: {embeddings.shape}")
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -220,10 +240,11 @@ def build_store(
         "source": catalog.manifest.get("source"),
         "created": now_iso(),
         "library_versions": library_versions(),
+        **(extra or {}),
     }
+    final = store_path(catalog, approach)
     with atomic_directory(final) as tmp_dir:
         np.save(tmp_dir / "embeddings.npy", embeddings, allow_pickle=False)
-        np.save(tmp_dir / "ids.npy", ok["id"].to_numpy(dtype=str), allow_pickle=False)
+        np.save(tmp_dir / "ids.npy", catalog.ok["id"].to_numpy(dtype=str), allow_pickle=False)
         write_json_atomic(tmp_dir / "manifest.json", manifest)
-    shutil.rmtree(partial, ignore_errors=True)
     return Store.load(final, catalog, model_spec(approach, extractor))

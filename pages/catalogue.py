@@ -45,6 +45,7 @@ with st.form("import"):
     labels = st.text_input("Labels CSV for a folder (optional; needs a `path` column)")
     upload = st.file_uploader("…or upload a zip of images", type=["zip"])
     name = st.text_input("Catalogue name", placeholder="my-shop")
+    tune = st.checkbox("Also tune the CNN features on the labels (needs a label or category that repeats)")
     submitted = st.form_submit_button("Build", type="primary")
 if submitted:
     safe = re.sub(r"[^A-Za-z0-9_-]", "-", name.strip()) or None
@@ -69,7 +70,8 @@ if submitted:
         safe = safe or re.sub(r"[^A-Za-z0-9_-]", "-", Path(source.strip().rstrip("/")).stem) or "catalog"
         from imgsim.build import BuildOptions
 
-        options = BuildOptions(labels=labels.strip() or None)
+        approaches = ("pretrained", "autoencoder", "tuned") if tune else ("pretrained", "autoencoder")
+        options = BuildOptions(approaches=approaches, labels=labels.strip() or None)
         if shared.build_with_progress(source.strip(), default_catalog_path(safe), options):
             st.session_state["catalog"] = safe
             st.success(f"Catalogue **{safe}** is ready: pick it in the sidebar.")

@@ -1,0 +1,229 @@
+"""Catalogue-tuned similarity: a projection of the pretrained features learned from the labels.
+
+ImageNet features know "garment" but not a shop's "kurta" versus "tunic". Shrinkage-regularised
+linear discriminant analysis, fitted on the catalogue's own labels, projects the features onto the
+directions that separate those labels; retrieval then runs by cosine in the projected space. It
+applies to any query photo: the projection is a matrix on top of the pretrained extractor.
+
+Saved without pickle as ``models/tuned/``: ``projection.npy`` (dim x out), ``mean.npy`` (out,)
+and a manifest (label column, classes, dims, fitted items, the base extractor's fingerprint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgsim.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    library_versions,
+    now_iso,
+    read_manifest,
+    sha256_file,
+    sha256_text,
+    write_json_atomic,
+)
+
+KIND = "tuned_projection"
+FORMAT_VERSION = 1
+DEFAULT_DIMS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    """``x -> normalise((x @ matrix) - mean)``: an LDA projection, centred on the fitted items.
+
+    Attributes:
+        matrix: ``(in_dim, out_dim)`` float32.
+        mean: ``(out_dim,)`` float32, the projected mean of the fitted items.
+        classes: The labels it was fitted on.
+    """
+
+    matrix: np.ndarray
+    mean: np.ndarray
+    classes: tuple[str, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Projects ``(N, in_dim)`` features to ``(N, out_dim)`` unit vectors."""
+        y = np.asarray(x, dtype=np.float32) @ self.matrix - self.mean
+        return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def usable_labels(labels: np.ndarray) -> np.ndarray:
+    """A mask of the items whose label is non-empty and shared by at least one other item."""
+    labels = np.asarray(labels).astype(str)
+    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (labels != "") & (counts[inverse] >= 2)
+
+
+def fit_projection(features: np.ndarray, labels: np.ndarray, dims: int = DEFAULT_DIMS) -> Projection:
+    """Fits shrinkage LDA on the items with a usable label.
+
+    Args:
+        features: ``(N, dim)`` pretrained embeddings.
+        labels: ``(N,)`` strings; empty labels and classes of one item are ignored.
+        dims: Output dimensions (at most the number of classes - 1).
+
+    Raises:
+        ValueError: Fewer than two classes with at least two items each.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    labels = np.asarray(labels).astype(str)
+    mask = usable_labels(labels)
+    classes = np.unique(labels[mask])
+    if len(classes) < 2:
+        raise ValueError(
+            "tuning needs at least 2 labels with 2 or more items each. "
+            f"Received: {len(classes)} such label(s) among {int((labels != '').sum())} labelled items"
+        )
+    out_dims = int(min(dims, len(classes) - 1))
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=out_dims)
+    x = np.asarray(features, dtype=np.float64)[mask]
+    lda.fit(x, labels[mask])
+    matrix = lda.scalings_[:, :out_dims].astype(np.float32)
+    mean = (x @ matrix).mean(axis=0).astype(np.float32)
+    return Projection(matrix, mean, tuple(str(c) for c in classes))
+
+
+def cross_validated_scores(features: np.ndarray, labels: np.ndarray, k: int, *, folds: int = 5,
+                           dims: int = DEFAULT_DIMS, curve_k: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Leave-one-out scores of ``tuned`` where no query's label helped fit its projection.
+
+    The labelled items are split into ``folds`` random folds; for each fold the projection is
+    fitted on the other folds' labels, and the fold's items query the whole catalogue (itself
+    excluded) in that projection.
+
+    Returns:
+        ``precision@1``, ``precision@k``, ``map@k`` (and ``curve``), plus a ``note``.
+    """
+    from imgsim.evaluate import metrics_from_relevance, ranked_relevance
+
+    labels = np.asarray(labels).astype(str)
+    labelled = np.flatnonzero(labels != "")
+    features, labels = np.asarray(features)[labelled], labels[labelled]
+    fold_of = np.random.default_rng(seed).permutation(len(labels)) % folds
+    depth = max(k, curve_k)
+    relevance, n_relevant = [], []
+    for fold in range(folds):
+        train = fold_of != fold
+        projection = fit_projection(features[train], labels[train], dims)
+        queries = np.flatnonzero(~train)
+        rel, n_rel = ranked_relevance(projection.apply(features), labels, depth, queries=queries)
+        relevance.append(rel)
+        n_relevant.append(n_rel)
+    relevance, n_relevant = np.concatenate(relevance), np.concatenate(n_relevant)
+    scores = metrics_from_relevance(relevance, n_relevant, k)
+    if curve_k:
+        cumulative = np.cumsum(relevance[:, :curve_k], axis=1).mean(axis=0)
+        scores["curve"] = [float(c / (i + 1)) for i, c in enumerate(cumulative)]
+    scores["note"] = f"{folds}-fold: each query's label was held out of the projection it was scored in"
+    return scores
+
+
+class TunedExtractor:
+    """The pretrained extractor followed by the catalogue's projection (an ``Extractor``)."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], projection: Projection, base) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.projection = projection
+        self.base = base
+        self.name = f"tuned_{base.name}"
+        self.dim = int(projection.matrix.shape[1])
+        self.image_size = base.image_size
+        self.fingerprint = manifest["fingerprint"]
+        self.options = {"label_column": manifest["label_column"], "base_options": dict(base.options)}
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, base) -> TunedExtractor:
+        """Loads a saved projection on top of ``base``.
+
+        Raises:
+            ArtifactError: Missing, damaged, or fitted on another base extractor.
+        """
+        root = Path(root)
+        manifest = read_manifest(root, KIND)
+        if manifest.get("base_fingerprint") != base.fingerprint or manifest.get("base_options") != base.options:
+            raise ArtifactError(f"{root}: the projection was fitted on other pretrained features; "
+                                "rebuild with: python -m imgsim build ... --approaches pretrained,tuned")
+        matrix = np.load(root / "projection.npy", allow_pickle=False)
+        mean = np.load(root / "mean.npy", allow_pickle=False)
+        return cls(root, manifest, Projection(matrix, mean, tuple(manifest["classes"])), base)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 -> ``(N, dim)`` unit float32 in the tuned space."""
+        return self.projection.apply(self.base.embed(batch))
+
+
+def save_projection(root: Path, projection: Projection, base, label_column: str,
+                    fitted_ids: list[str], seconds: float) -> None:
+    """Writes ``models/tuned`` atomically."""
+    manifest = {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "method": "lda-shrinkage",
+        "label_column": label_column,
+        "classes": list(projection.classes),
+        "n_classes": len(projection.classes),
+        "in_dim": int(projection.matrix.shape[0]),
+        "dim": int(projection.matrix.shape[1]),
+        "fitted_items": len(fitted_ids),
+        "fitted_ids_fingerprint": sha256_text(*fitted_ids),
+        "base_model": base.name,
+        "base_fingerprint": base.fingerprint,
+        "base_options": dict(base.options),
+        "fit_seconds": round(seconds, 3),
+        "created": now_iso(),
+        "library_versions": library_versions(),
+    }
+    with atomic_directory(root) as tmp:
+        np.save(tmp / "projection.npy", projection.matrix, allow_pickle=False)
+        np.save(tmp / "mean.npy", projection.mean, allow_pickle=False)
+        manifest["fingerprint"] = sha256_text(sha256_file(tmp / "projection.npy"), sha256_file(tmp / "mean.npy"))
+        write_json_atomic(tmp / "manifest.json", manifest)
+
+
+def build_tuned(catalog, label_column: str) -> str:
+    """Fits the projection on the catalogue's labels and writes the ``tuned`` store.
+
+    Returns:
+        One line saying what was done (or why nothing was).
+
+    Raises:
+        ValueError: The label column is missing, or too few labels repeat.
+    """
+    import time
+
+    from imgsim.engine import PRETRAINED, TUNED
+    from imgsim.features import ExtractorOptions, load_extractor
+    from imgsim.store import Store, is_current, model_spec, store_path, write_store
+
+    if label_column not in catalog.ok.columns:
+        raise ValueError(f"catalogue {catalog.name} has no column {label_column!r} to tune on")
+    base_store = Store.load(store_path(catalog, PRETRAINED), catalog)
+    base = load_extractor(base_store.manifest["model"], ExtractorOptions(**base_store.manifest["options"]))
+    root = catalog.root / "models" / "tuned"
+    labels = catalog.ok[label_column].fillna("").astype(str).to_numpy()
+    try:
+        current = TunedExtractor.load(root, base)
+        if (current.manifest["label_column"] == label_column
+                and current.manifest["fitted_ids_fingerprint"] == sha256_text(*catalog.ok["id"][usable_labels(labels)])
+                and is_current(catalog, TUNED, model_spec(TUNED, current))):
+            return "tuned: projection and store up to date"
+    except ArtifactError:
+        pass
+    started = time.perf_counter()
+    features = np.asarray(base_store.embeddings)
+    projection = fit_projection(features, labels)
+    seconds = time.perf_counter() - started
+    save_projection(root, projection, base, label_column, catalog.ok["id"][usable_labels(labels)].tolist(), seconds)
+    tuned = TunedExtractor.load(root, base)
+    write_store(catalog, TUNED, tuned, projection.apply(features))
+    return (f"tuned: LDA on {label_column!r} ({len(projection.classes)} classes) to {tuned.dim} dims "
+            f"in {seconds:.1f} s")

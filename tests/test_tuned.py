@@ -1,0 +1,87 @@
+"""Catalogue-tuned projection: separation, honest evaluation, refusals, store round trip."""
+
+import numpy as np
+import pytest
+
+from imgsim.evaluate import evaluate_embeddings
+from imgsim.tuned import cross_validated_scores, fit_projection
+
+
+def clusters_in_noise(seed=0, n_per=30, classes=5, dim=40):
+    """Classes differ along 2 directions only, hidden under large noise in all 40."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([f"c{i}" for i in range(classes)], n_per)
+    x = rng.normal(scale=3.0, size=(len(labels), dim))
+    codes = np.repeat(np.arange(classes), n_per)
+    x[:, 0] += codes * 3.0
+    x[:, 1] += (codes % 2) * 3.0
+    return x.astype(np.float32), labels
+
+
+def test_projection_separates_better_than_raw_features():
+    x, labels = clusters_in_noise()
+    raw = evaluate_embeddings(x, labels, k=10)["precision@10"]
+    tuned = cross_validated_scores(x, labels, k=10)["precision@10"]
+    assert tuned > raw + 0.08  # measured: 0.40 against 0.29
+
+
+def test_evaluation_never_scores_training_items(monkeypatch):
+    import imgsim.evaluate
+    import imgsim.tuned
+
+    x, labels = clusters_in_noise()
+    x[:, -1] = np.arange(len(x))  # the last coordinate names the row, so fits can be traced
+    fitted, queried = [], []
+    real_fit, real_rank = imgsim.tuned.fit_projection, imgsim.evaluate.ranked_relevance
+
+    def spy_fit(features, labels_, dims=64):
+        fitted.append(set(features[:, -1].astype(int)))
+        return real_fit(features, labels_, dims)
+
+    def spy_rank(embeddings, labels_, k, metric="cosine", queries=None):
+        queried.append(set(queries))
+        return real_rank(embeddings, labels_, k, metric, queries)
+
+    monkeypatch.setattr(imgsim.tuned, "fit_projection", spy_fit)
+    monkeypatch.setattr(imgsim.evaluate, "ranked_relevance", spy_rank)
+    scores = cross_validated_scores(x, labels, k=10, folds=5)
+    assert len(fitted) == len(queried) == 5
+    for train_rows, query_rows in zip(fitted, queried):
+        assert not train_rows & query_rows  # no query's label helped fit its projection
+    assert set().union(*queried) == set(range(len(x)))  # every item is scored once
+    assert "held out" in scores["note"]
+
+
+def test_refusals():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="at least 2 labels with 2 or more items"):
+        fit_projection(x, np.array(["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        fit_projection(x, np.array(["", "", "", ""]))
+
+
+def test_build_tuned_round_trip_and_mismatch(built_catalog, tmp_path):
+    import shutil
+
+    from imgsim.artifacts import ArtifactError
+    from imgsim.catalog import Catalog
+    from imgsim.engine import Engine
+    from imgsim.features import ExtractorOptions, load_extractor
+    from imgsim.tuned import TunedExtractor, build_tuned
+
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    catalog = Catalog.load(root)
+    assert "LDA" in build_tuned(catalog, "label")
+    assert build_tuned(catalog, "label") == "tuned: projection and store up to date"
+    engine = Engine.open(root)
+    assert "tuned" in engine.approaches()
+    result = engine.search_item(0, "tuned", k=3)
+    assert set(result.items["category"]) == {engine.items["category"].iloc[0]}
+    report = engine.evaluate("label", 3)
+    assert "held out" in report["tuned"]["note"]
+    other = load_extractor("efficientnet_lite0", ExtractorOptions(flip=True))
+    with pytest.raises(ArtifactError, match="other pretrained features"):
+        TunedExtractor.load(root / "models" / "tuned", other)
+    with pytest.raises(ValueError, match="no column"):
+        build_tuned(catalog, "articleType")
