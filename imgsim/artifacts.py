@@ -46,7 +46,7 @@ def cache_dir() -> Path:
 
 def now_iso() -> str:
     """The current UTC time as an ISO-8601 string, for manifests."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def library_versions() -> dict[str, str]:

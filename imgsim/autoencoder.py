@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 MODEL_FILE = "autoencoder.keras"
 
 
-class Variant(str, enum.Enum):
+class Variant(enum.StrEnum):
     """Which architecture."""
 
     SEED = "seed"

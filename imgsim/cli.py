@@ -119,8 +119,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from imgsim.build import load_squares
     from imgsim.autoencoder import train
+    from imgsim.build import load_squares
     from imgsim.catalog import Catalog
     from imgsim.engine import AUTOENCODER, AUTOENCODER_DIR
     from imgsim.progress import tqdm_progress
@@ -274,14 +274,14 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     from imgsim.artifacts import ArtifactError
-    from imgsim.features import ExtractorUnavailable
+    from imgsim.features import ExtractorUnavailableError
     from imgsim.images import ImageDecodeError
     from imgsim.sources import SourceError
 
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ImageDecodeError, SourceError, ArtifactError, ExtractorUnavailable, ValueError,
+    except (ImageDecodeError, SourceError, ArtifactError, ExtractorUnavailableError, ValueError,
             FileNotFoundError, PermissionError) as err:
         print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

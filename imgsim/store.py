@@ -44,7 +44,7 @@ CHUNK_ROWS = 1024
 MODEL_FIELDS = ("approach", "model", "fingerprint", "options", "dim", "image_size")
 
 
-class StoreMismatch(ArtifactError):
+class StoreMismatchError(ArtifactError):
     """A store was built for another model, options or catalogue; the message says which."""
 
 
@@ -87,22 +87,22 @@ class Store:
 
         Raises:
             ArtifactError: No store there, or it is damaged.
-            StoreMismatch: It was built for another catalogue state, model or options.
+            StoreMismatchError: It was built for another catalogue state, model or options.
         """
         root = Path(root)
         manifest = read_manifest(root, KIND)
         rebuild = f"rebuild it with: python -m imgsim build {manifest.get('source', 'SOURCE')} --out {root.parent.parent}"
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise StoreMismatch(f"store {root.name} has format {manifest.get('format_version')}, "
+            raise StoreMismatchError(f"store {root.name} has format {manifest.get('format_version')}, "
                                 f"expected {FORMAT_VERSION}; {rebuild}")
         for field, value in (expect or {}).items():
             if manifest.get(field) != value:
-                raise StoreMismatch(
+                raise StoreMismatchError(
                     f"store {root.name} was built with {field}={manifest.get(field)!r} but the "
                     f"model now has {field}={value!r}; {rebuild}"
                 )
         if catalog is not None and manifest.get("catalog_fingerprint") != catalog.fingerprint:
-            raise StoreMismatch(
+            raise StoreMismatchError(
                 f"store {root.name} was built for another version of catalogue {catalog.name} "
                 f"({manifest.get('count')} items, now {len(catalog.ok)}); {rebuild}"
             )

@@ -42,7 +42,7 @@ def engine_for(path: Path) -> Engine:
     return _engine(str(path), _stamp(path))
 
 
-def build_with_progress(source: str, out: Path, options: BuildOptions = BuildOptions()) -> bool:
+def build_with_progress(source: str, out: Path, options: BuildOptions | None = None) -> bool:
     """Runs a build with a progress bar per stage; shows errors in plain words."""
     bar = st.progress(0.0, text="Starting…")
     labels = {"ingest": "Importing images", "pretrained": "Indexing with the pretrained CNN",
@@ -55,7 +55,7 @@ def build_with_progress(source: str, out: Path, options: BuildOptions = BuildOpt
         return report
 
     try:
-        build(source, out, options, progress=stage)
+        build(source, out, options or BuildOptions(), progress=stage)
     except (ArtifactError, sources.SourceError, ValueError, OSError) as err:
         bar.empty()
         st.error(f"The build stopped: {err}")

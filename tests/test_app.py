@@ -3,9 +3,8 @@
 import shutil
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import REPO, jpeg_bytes, solid
+from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "streamlit_app.py")
 PAGES = ["pages/compare.py", "pages/reconstructions.py", "pages/catalogue.py", "pages/evaluation.py"]

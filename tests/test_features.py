@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from imgsim import features
-from imgsim.features import ExtractorOptions, ExtractorUnavailable, build_lite0_classifier, load_extractor
+from imgsim.features import ExtractorOptions, ExtractorUnavailableError, build_lite0_classifier, load_extractor
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_options_are_recorded_and_change_the_embedding(extractor):
 def test_vgg16_without_weights_says_where_to_put_them(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(features.Path, "home", lambda: tmp_path)
-    with pytest.raises(ExtractorUnavailable, match="vgg16_weights_tf_dim_ordering_tf_kernels.h5"):
+    with pytest.raises(ExtractorUnavailableError, match="vgg16_weights_tf_dim_ordering_tf_kernels.h5"):
         load_extractor("vgg16_fc1")
     with pytest.raises(ValueError, match="name"):
         load_extractor("resnet")

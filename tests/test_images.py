@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 import pytest
-
 from conftest import exif_jpeg, marked
+
 from imgsim.images import (
     EmptyImageError,
     ImageDecodeError,

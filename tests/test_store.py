@@ -5,7 +5,7 @@ import pytest
 
 from imgsim.artifacts import ArtifactError
 from imgsim.catalog import ingest
-from imgsim.store import Store, StoreMismatch, build_store, model_spec, store_path
+from imgsim.store import Store, StoreMismatchError, build_store, model_spec, store_path
 
 
 class FakeExtractor:
@@ -36,7 +36,7 @@ def catalog(shop_dir, tmp_path):
 
 def test_round_trip(catalog):
     ex = FakeExtractor()
-    store = build_store(catalog, "fake", ex, batch_size=5, chunk_rows=5)
+    build_store(catalog, "fake", ex, batch_size=5, chunk_rows=5)
     loaded = Store.load(store_path(catalog, "fake"), catalog, model_spec("fake", ex))
     assert loaded.embeddings.shape == (12, 4)
     np.testing.assert_array_equal(loaded.ids, catalog.ok["id"].to_numpy())
@@ -48,7 +48,7 @@ def test_round_trip(catalog):
 
 def test_a_store_is_refused_for_another_model(catalog):
     build_store(catalog, "fake", FakeExtractor("v1"))
-    with pytest.raises(StoreMismatch, match="fingerprint='v1'.*fingerprint='v2'.*python -m imgsim build"):
+    with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*python -m imgsim build"):
         Store.load(store_path(catalog, "fake"), catalog, model_spec("fake", FakeExtractor("v2")))
 
 
