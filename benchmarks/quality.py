@@ -2,8 +2,8 @@
 
 Leave-one-out precision@1, precision@10 and mAP@10 by each label column, for: chance, a 16x16
 pixel thumbnail, the catalogue's stores (pretrained, autoencoder by cosine and euclidean, tuned
-scored on held-out folds), and the pretrained extractor's options (GeM pooling, flip averaging),
-each embedded afresh. Writes ``quality.json`` and ``precision_at_k.png`` into --out.
+scored on held-out folds), the pretrained extractor's options (GeM pooling, flip averaging) and
+the larger Lite1/Lite2 (when their wheels are installed), each embedded afresh. Writes ``quality.json`` and ``precision_at_k.png`` into --out.
 
     .venv/bin/python -m imgsim build ../shared/data/myntra_eval \
         --labels ../shared/data/myntra_eval/labels.csv --out /tmp/myntra --approaches pretrained
@@ -26,23 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imgsim.build import load_squares  # noqa: E402
 from imgsim.engine import Engine  # noqa: E402
 from imgsim.evaluate import chance_precision, evaluate_embeddings, precision_curve  # noqa: E402
-from imgsim.features import ExtractorOptions, load_extractor  # noqa: E402
+from imgsim.features import ExtractorOptions, ExtractorUnavailableError, load_extractor  # noqa: E402
 from imgsim.store import iter_batches  # noqa: E402
 from imgsim.tuned import cross_validated_scores  # noqa: E402
 
 VARIANTS = {
-    "pretrained+gem": ExtractorOptions(pooling="gem"),
-    "pretrained+flip": ExtractorOptions(flip=True),
-    "pretrained+gem+flip": ExtractorOptions(pooling="gem", flip=True),
+    "pretrained+gem": ("efficientnet_lite0", ExtractorOptions(pooling="gem")),
+    "pretrained+flip": ("efficientnet_lite0", ExtractorOptions(flip=True)),
+    "pretrained+gem+flip": ("efficientnet_lite0", ExtractorOptions(pooling="gem", flip=True)),
+    "lite1": ("efficientnet_lite1", ExtractorOptions()),
+    "lite2": ("efficientnet_lite2", ExtractorOptions()),
 }
 
 
-def embed_all(engine: Engine, options: ExtractorOptions, cache: Path) -> np.ndarray:
-    """Embeds the whole catalogue with Lite0 and ``options`` (cached in ``cache``)."""
+def embed_all(engine: Engine, name: str, options: ExtractorOptions, cache: Path) -> np.ndarray:
+    """Embeds the whole catalogue with extractor ``name`` and ``options`` (cached in ``cache``)."""
     if cache.exists():
         return np.load(cache, allow_pickle=False)
-    extractor = load_extractor("efficientnet_lite0", options)
-    parts = [extractor.embed(b) for b in iter_batches(engine.catalog.thumb_paths(), 224, 32)]
+    extractor = load_extractor(name, options)
+    parts = [extractor.embed(b) for b in iter_batches(engine.catalog.thumb_paths(), extractor.image_size, 32)]
     out = np.concatenate(parts)
     np.save(cache, out, allow_pickle=False)
     return out
@@ -68,9 +70,14 @@ def main() -> None:
         if approach == "autoencoder":
             spaces["autoencoder (euclidean)"] = (embeddings, "euclidean")
     if not args.skip_variants:
-        for name, options in VARIANTS.items():
+        for name, (extractor, options) in VARIANTS.items():
             t = time.perf_counter()
-            spaces[name] = (embed_all(engine, options, args.out / f"{name.replace('+', '_')}.npy"), "cosine")
+            try:
+                x = embed_all(engine, extractor, options, args.out / f"{name.replace('+', '_')}.npy")
+            except ExtractorUnavailableError as err:
+                print(f"skipped {name}: {err}")
+                continue
+            spaces[name] = (x, "cosine")
             print(f"embedded {name} in {time.perf_counter() - t:.0f} s", flush=True)
 
     report: dict = {"catalog": str(args.catalog), "n": len(engine.items), "by": {}}

@@ -114,10 +114,15 @@ class Engine:
             return self._stores[approach]
         root = store_path(self.catalog, approach)
         if not root.exists():
-            self._problems[approach] = (
-                f"no {approach} store yet: python -m imgsim build "
-                f"{self.catalog.manifest.get('source')} --out {self.catalog.root}"
-            )
+            build = f"python -m imgsim build {self.catalog.manifest.get('source')} --out {self.catalog.root}"
+            if approach == TUNED:
+                labelled = (self.items["label"].fillna("") != "").sum() if "label" in self.items else 0
+                why = ("the catalogue has no labels to tune on" if labelled < 2
+                       else "not fitted yet")
+                self._problems[approach] = (f"{why}; with a label column: {build} "
+                                            "--approaches pretrained,autoencoder,tuned --label-column COL")
+            else:
+                self._problems[approach] = f"no {approach} store yet: {build}"
             return None
         try:
             store = Store.load(root, self.catalog)
@@ -142,7 +147,7 @@ class Engine:
         metric = Metric(metric or store.manifest.get("metric", "cosine"))
         key = (approach, metric.value)
         if key not in self._indexes:
-            self._indexes[key] = Index(np.asarray(store.embeddings), metric)
+            self._indexes[key] = Index(store.embeddings, metric)
         return self._indexes[key]
 
     # -- models ---------------------------------------------------------------------------------

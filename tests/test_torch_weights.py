@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 
-from imgsim.features import lite0_source_file
+from imgsim.features import lite_source_file
 from imgsim.torch_weights import UnsafeWeightsError, WeightsFormatError, read_legacy_state_dict
 
 
 def test_lite0_state_dict_has_every_tensor():
-    state = read_legacy_state_dict(lite0_source_file())
+    state = read_legacy_state_dict(lite_source_file())
     assert len(state) == 296
     assert sum(v.size for v in state.values()) == 4_694_073
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
