@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--vgg", action="store_true",
+                        help="also time vgg16_fc1 (random weights if its ImageNet file is absent)")
     args = parser.parse_args()
 
     if args.images is None:
@@ -83,6 +86,19 @@ def main() -> None:
         print(f"  {name:<18} {r['median']:7.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f})")
     print(f"  pipeline / model alone: {report['pipeline_over_model']:.2f}; "
           f"pipeline / per-image predict: {report['pipeline_over_per_image']:.1f}x")
+    if args.vgg:
+        vgg = load_extractor("vgg16_fc1", allow_random_weights=True)
+        vgg.embed(decoded)
+        speeds = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            vgg.embed(decoded)
+            speeds.append(len(decoded) / (time.perf_counter() - t))
+        report["vgg16_fc1_model_alone"] = {"median": statistics.median(speeds), "min": min(speeds), "max": max(speeds)}
+        print(f"  vgg16_fc1 model alone {statistics.median(speeds):7.1f} img/s (4096-d; "
+              f"{report['model_alone']['median'] / statistics.median(speeds):.1f}x slower than Lite0)")
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of this process: {report['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

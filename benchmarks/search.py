@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import resource
 import statistics
 import sys
 import time
@@ -61,6 +62,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     report: dict = {"scaling": []}
+    if args.catalog:
+        from imgsim.engine import Engine
+
+        engine = Engine.open(args.catalog)
+        data = phone_jpeg()
+        report["query"] = {}
+        print(f"12 MP phone JPEG ({len(data) / 1e6:.1f} MB, EXIF-rotated) against {len(engine.items):,} items")
+        for approach in engine.approaches():
+            engine.search(data, approach, 10)
+            e2e = timings(lambda a=approach: engine.search(data, a, 10), max(5, args.reps // 2))
+            vector = np.asarray(engine.store(approach).embeddings[0])
+            idx = engine.index(approach)
+            alone = timings(lambda v=vector, i=idx: i.search(v, 10), args.reps)
+            report["query"][approach] = {"end_to_end": e2e, "search_only": alone}
+            print(f"  {approach:<12} end to end {e2e['p50_ms']:7.1f} ms p50 {e2e['p95_ms']:7.1f} p95 | "
+                  f"search alone {alone['p50_ms']:6.2f} ms p50 {alone['p95_ms']:6.2f} p95")
+        report["rss_with_engine_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  peak RSS with the catalogue and its models loaded: {report['rss_with_engine_mb']:.0f} MB\n")
     print("exact top-10 search, one query (ms): imgsim | floor (matvec + argpartition)")
     for dim in args.dims:
         for n in args.sizes:
@@ -75,22 +94,8 @@ def main() -> None:
             print(f"  N={n:>9,} dim={dim:>5} ({row['mb']:7.0f} MB): {ours['p50_ms']:8.2f} p50 {ours['p95_ms']:8.2f} p95"
                   f" | {floor['p50_ms']:8.2f} p50", flush=True)
             del x, index
-    if args.catalog:
-        from imgsim.engine import Engine
-
-        engine = Engine.open(args.catalog)
-        data = phone_jpeg()
-        report["query"] = {}
-        print(f"\n12 MP phone JPEG ({len(data) / 1e6:.1f} MB, EXIF-rotated) against {len(engine.items):,} items")
-        for approach in engine.approaches():
-            engine.search(data, approach, 10)
-            e2e = timings(lambda a=approach: engine.search(data, a, 10), max(5, args.reps // 2))
-            vector = np.asarray(engine.store(approach).embeddings[0])
-            idx = engine.index(approach)
-            alone = timings(lambda v=vector, i=idx: i.search(v, 10), args.reps)
-            report["query"][approach] = {"end_to_end": e2e, "search_only": alone}
-            print(f"  {approach:<12} end to end {e2e['p50_ms']:7.1f} ms p50 {e2e['p95_ms']:7.1f} p95 | "
-                  f"search alone {alone['p50_ms']:6.2f} ms p50 {alone['p95_ms']:6.2f} p95")
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {report['peak_rss_mb']:.0f} MB")
     (args.out / "search.json").write_text(json.dumps(report, indent=1))
     import matplotlib
 

@@ -32,6 +32,9 @@ from imgsim.artifacts import (
 KIND = "tuned_projection"
 FORMAT_VERSION = 1
 DEFAULT_DIMS = 64
+# Measured on myntra_eval (fit on one half's article types, P@10 on the other half, raw 0.759):
+# Ledoit-Wolf "auto" 0.769, 0.3 -> 0.818, 0.1 -> 0.821, 0.01 -> 0.818; "auto" over-shrinks here.
+DEFAULT_SHRINKAGE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +64,15 @@ def usable_labels(labels: np.ndarray) -> np.ndarray:
     return (labels != "") & (counts[inverse] >= 2)
 
 
-def fit_projection(features: np.ndarray, labels: np.ndarray, dims: int = DEFAULT_DIMS) -> Projection:
+def fit_projection(features: np.ndarray, labels: np.ndarray, dims: int = DEFAULT_DIMS,
+                   shrinkage: float = DEFAULT_SHRINKAGE) -> Projection:
     """Fits shrinkage LDA on the items with a usable label.
 
     Args:
         features: ``(N, dim)`` pretrained embeddings.
         labels: ``(N,)`` strings; empty labels and classes of one item are ignored.
         dims: Output dimensions (at most the number of classes - 1).
+        shrinkage: Weight of the identity in the within-class covariance, in [0, 1].
 
     Raises:
         ValueError: Fewer than two classes with at least two items each.
@@ -83,7 +88,7 @@ def fit_projection(features: np.ndarray, labels: np.ndarray, dims: int = DEFAULT
             f"Received: {len(classes)} such label(s) among {int((labels != '').sum())} labelled items"
         )
     out_dims = int(min(dims, len(classes) - 1))
-    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto", n_components=out_dims)
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage, n_components=out_dims)
     x = np.asarray(features, dtype=np.float64)[mask]
     lda.fit(x, labels[mask])
     matrix = lda.scalings_[:, :out_dims].astype(np.float32)
@@ -168,6 +173,7 @@ def save_projection(root: Path, projection: Projection, base, label_column: str,
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "method": "lda-shrinkage",
+        "shrinkage": DEFAULT_SHRINKAGE,
         "label_column": label_column,
         "classes": list(projection.classes),
         "n_classes": len(projection.classes),

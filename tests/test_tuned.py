@@ -7,14 +7,14 @@ from imgsim.evaluate import evaluate_embeddings
 from imgsim.tuned import cross_validated_scores, fit_projection
 
 
-def clusters_in_noise(seed=0, n_per=30, classes=5, dim=40):
+def clusters_in_noise(seed=0, n_per=60, classes=5, dim=40):
     """Classes differ along 2 directions only, hidden under large noise in all 40."""
     rng = np.random.default_rng(seed)
     labels = np.repeat([f"c{i}" for i in range(classes)], n_per)
     x = rng.normal(scale=3.0, size=(len(labels), dim))
     codes = np.repeat(np.arange(classes), n_per)
-    x[:, 0] += codes * 3.0
-    x[:, 1] += (codes % 2) * 3.0
+    x[:, 0] += codes * 4.0
+    x[:, 1] += (codes % 2) * 4.0
     return x.astype(np.float32), labels
 
 
@@ -22,7 +22,7 @@ def test_projection_separates_better_than_raw_features():
     x, labels = clusters_in_noise()
     raw = evaluate_embeddings(x, labels, k=10)["precision@10"]
     tuned = cross_validated_scores(x, labels, k=10)["precision@10"]
-    assert tuned > raw + 0.08  # measured: 0.40 against 0.29
+    assert tuned > raw + 0.1  # measured: 0.51 against 0.35
 
 
 def test_evaluation_never_scores_training_items(monkeypatch):
@@ -34,9 +34,9 @@ def test_evaluation_never_scores_training_items(monkeypatch):
     fitted, queried = [], []
     real_fit, real_rank = imgsim.tuned.fit_projection, imgsim.evaluate.ranked_relevance
 
-    def spy_fit(features, labels_, dims=64):
+    def spy_fit(features, labels_, dims=64, **kwargs):
         fitted.append(set(features[:, -1].astype(int)))
-        return real_fit(features, labels_, dims)
+        return real_fit(features, labels_, dims, **kwargs)
 
     def spy_rank(embeddings, labels_, k, metric="cosine", queries=None):
         queried.append(set(queries))
