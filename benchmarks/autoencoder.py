@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--base-filters", type=int, default=32, help="the conv variant's first-stage filters")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     keras = _keras()
@@ -39,7 +40,7 @@ def main() -> None:
     else:
         images = np.random.default_rng(0).integers(0, 256, (args.n, args.size, args.size, 3), dtype=np.uint8)
     targets = images.astype(np.float32) / 255.0
-    models = {"seed": build_seed(args.size, 16)[0], "conv": build_conv(args.size, 128)[0]}
+    models = {"seed": build_seed(args.size, 16)[0], "conv": build_conv(args.size, 128, args.base_filters)[0]}
     for model in models.values():
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
         model.fit(images[:64], targets[:64], batch_size=32, epochs=1, verbose=0)  # warm-up

@@ -108,6 +108,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     options = BuildOptions(
         approaches=tuple(a.strip() for a in args.approaches.split(",") if a.strip()),
+        extractor=args.extractor,
         extractor_options=ExtractorOptions(pooling=args.pooling, flip=args.flip),
         autoencoder=_autoencoder_config(args),
         labels=args.labels, label_column=args.label_column, download=_download_config(args),
@@ -234,6 +235,10 @@ def make_parser() -> argparse.ArgumentParser:
     _add_source_args(p)
     p.add_argument("--approaches", default="pretrained,autoencoder",
                    help="comma-separated: pretrained, autoencoder, tuned (default pretrained,autoencoder)")
+    p.add_argument("--extractor", default="efficientnet_lite0",
+                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1"],
+                   help="pretrained CNN (default efficientnet_lite0; lite1/lite2 need their pip packages, "
+                        "vgg16_fc1 needs its weights file in ~/.keras/models)")
     p.add_argument("--pooling", choices=["avg", "gem"], default="avg", help="pretrained pooling (default avg)")
     p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
     _add_autoencoder_args(p)
