@@ -332,7 +332,8 @@ def train(
         _ProgressCallback.make(progress, config.epochs),
     ]
     history = model.fit(dataset(train_x, True), validation_data=dataset(val_x, False),
-                        epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+                        epochs=config.epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # the dataset shuffles itself each epoch
     val_loss = [float(v) for v in history.history.get("val_loss", [])]
     if best.exists():  # after a resume the restored weights may predate this run's history
         model = keras.saving.load_model(best, compile=False)
