@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imgsim.build import load_squares  # noqa: E402
 from imgsim.engine import Engine  # noqa: E402
-from imgsim.evaluate import chance_precision, evaluate_embeddings, precision_curve  # noqa: E402
+from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
 from imgsim.features import ExtractorOptions, ExtractorUnavailableError, load_extractor  # noqa: E402
 from imgsim.store import iter_batches  # noqa: E402
 from imgsim.tuned import cross_validated_scores  # noqa: E402
@@ -85,8 +85,7 @@ def main() -> None:
         labels = engine.labels(column)
         rows: dict = {"chance": {"precision@10": chance_precision(labels)}}
         for name, (x, metric) in spaces.items():
-            rows[name] = evaluate_embeddings(x, labels, 10, metric)
-            rows[name]["curve"] = precision_curve(x, labels, 20, metric)
+            rows[name] = evaluate_embeddings(x, labels, 10, metric, curve_k=20)
         if "pretrained" in spaces:
             t = time.perf_counter()
             rows["tuned (5-fold held-out)"] = cross_validated_scores(spaces["pretrained"][0], labels, 10, curve_k=20)

@@ -104,13 +104,15 @@ def build(
     if len(catalog.ok) == 0:
         raise catalog_mod.CatalogError(f"no image of {source} could be ingested; see the items' messages")
 
-    if PRETRAINED in options.approaches or TUNED in options.approaches:
-        extractor = load_extractor(options.extractor, options.extractor_options)
-        if is_current(catalog, PRETRAINED, model_spec(PRETRAINED, extractor)):
-            log("pretrained: store up to date")
+    def ensure_store(approach: str, model) -> None:
+        if is_current(catalog, approach, model_spec(approach, model)):
+            log(f"{approach}: store up to date")
         else:
-            build_store(catalog, PRETRAINED, extractor, progress=progress("pretrained"))
-            log(f"pretrained: indexed {len(catalog.ok)} items with {extractor.name}")
+            build_store(catalog, approach, model, progress=progress(approach))
+            log(f"{approach}: indexed {len(catalog.ok)} items with {model.name}")
+
+    if PRETRAINED in options.approaches or TUNED in options.approaches:
+        ensure_store(PRETRAINED, load_extractor(options.extractor, options.extractor_options))
 
     if AUTOENCODER in options.approaches:
         config = options.autoencoder
@@ -122,12 +124,7 @@ def build(
                           catalog_fingerprint=catalog.fingerprint, progress=progress("train"))
             log(f"autoencoder: trained {model.manifest['epochs_trained']} epochs, "
                 f"val MSE {model.manifest['val_mse']:.4f} (PSNR {model.manifest['val_psnr']:.1f} dB)")
-        model = Autoencoder.load(catalog.root / AUTOENCODER_DIR)
-        if is_current(catalog, AUTOENCODER, model_spec(AUTOENCODER, model)):
-            log("autoencoder: store up to date")
-        else:
-            build_store(catalog, AUTOENCODER, model, progress=progress("autoencoder"))
-            log(f"autoencoder: indexed {len(catalog.ok)} items")
+        ensure_store(AUTOENCODER, Autoencoder.load(catalog.root / AUTOENCODER_DIR))
 
     if TUNED in options.approaches:
         from imgsim.tuned import build_tuned

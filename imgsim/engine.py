@@ -341,7 +341,7 @@ class Engine:
             ``{"k", "label_column", "n", "chance", <approach>: {"precision@1", "precision@k",
             "map@k", ["curve"]}}``.
         """
-        from imgsim.evaluate import chance_precision, evaluate_embeddings, precision_curve
+        from imgsim.evaluate import chance_precision, evaluate_embeddings
 
         if k <= 0:
             raise ValueError(f"`k` must be >= 1. Received: k={k}")
@@ -360,10 +360,6 @@ class Engine:
                 report[approach] = cross_validated_scores(
                     np.asarray(self.store(PRETRAINED).embeddings), labels, k, curve_k=curve_k)
                 continue
-            metric = store.manifest.get("metric", "cosine")
-            embeddings = np.asarray(store.embeddings)
-            scores = evaluate_embeddings(embeddings, labels, k, metric)
-            if curve_k:
-                scores["curve"] = precision_curve(embeddings, labels, curve_k, metric)
-            report[approach] = scores
+            report[approach] = evaluate_embeddings(np.asarray(store.embeddings), labels, k,
+                                                   store.manifest.get("metric", "cosine"), curve_k=curve_k)
         return report

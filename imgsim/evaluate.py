@@ -8,6 +8,8 @@ with the query's label. Items with an empty label neither query nor count as rel
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from imgsim.search import Index, Metric
@@ -75,29 +77,30 @@ def metrics_from_relevance(relevance: np.ndarray, n_relevant: np.ndarray, k: int
     }
 
 
+def curve_from_relevance(relevance: np.ndarray) -> list[float]:
+    """precision@k for k = 1..depth from :func:`ranked_relevance`'s relevance matrix."""
+    cumulative = np.cumsum(relevance, axis=1).mean(axis=0)
+    return [float(c / (i + 1)) for i, c in enumerate(cumulative)]
+
+
 def evaluate_embeddings(
     embeddings: np.ndarray,
     labels: np.ndarray,
     k: int = 10,
     metric: Metric | str = Metric.COSINE,
     queries: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Leave-one-out precision@1, precision@k and mAP@k of an embedding matrix."""
-    relevance, n_relevant = ranked_relevance(embeddings, labels, k, metric, queries)
-    return metrics_from_relevance(relevance, n_relevant, k)
+    curve_k: int = 0,
+) -> dict[str, Any]:
+    """Leave-one-out precision@1, precision@k and mAP@k of an embedding matrix.
 
-
-def precision_curve(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    max_k: int = 20,
-    metric: Metric | str = Metric.COSINE,
-    queries: np.ndarray | None = None,
-) -> list[float]:
-    """precision@k for k = 1..max_k from one ranking (a curve for plots)."""
-    relevance, _ = ranked_relevance(embeddings, labels, max_k, metric, queries)
-    cumulative = np.cumsum(relevance, axis=1).mean(axis=0)
-    return [float(c / (i + 1)) for i, c in enumerate(cumulative)]
+    With ``curve_k`` > 0 the result also holds ``curve``: precision@1..curve_k, taken from the
+    same ranking (ranked once, to the deeper of ``k`` and ``curve_k``).
+    """
+    relevance, n_relevant = ranked_relevance(embeddings, labels, max(k, curve_k), metric, queries)
+    scores: dict[str, Any] = metrics_from_relevance(relevance, n_relevant, k)
+    if curve_k:
+        scores["curve"] = curve_from_relevance(relevance[:, :curve_k])
+    return scores
 
 
 def chance_precision(labels: np.ndarray) -> float:

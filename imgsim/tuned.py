@@ -107,7 +107,7 @@ def cross_validated_scores(features: np.ndarray, labels: np.ndarray, k: int, *, 
     Returns:
         ``precision@1``, ``precision@k``, ``map@k`` (and ``curve``), plus a ``note``.
     """
-    from imgsim.evaluate import metrics_from_relevance, ranked_relevance
+    from imgsim.evaluate import curve_from_relevance, metrics_from_relevance, ranked_relevance
 
     labels = np.asarray(labels).astype(str)
     labelled = np.flatnonzero(labels != "")
@@ -125,8 +125,7 @@ def cross_validated_scores(features: np.ndarray, labels: np.ndarray, k: int, *, 
     relevance, n_relevant = np.concatenate(relevance), np.concatenate(n_relevant)
     scores = metrics_from_relevance(relevance, n_relevant, k)
     if curve_k:
-        cumulative = np.cumsum(relevance[:, :curve_k], axis=1).mean(axis=0)
-        scores["curve"] = [float(c / (i + 1)) for i, c in enumerate(cumulative)]
+        scores["curve"] = curve_from_relevance(relevance[:, :curve_k])
     scores["note"] = f"{folds}-fold: each query's label was held out of the projection it was scored in"
     return scores
 

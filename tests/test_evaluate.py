@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imgsim.evaluate import chance_precision, evaluate_embeddings, precision_curve
+from imgsim.evaluate import chance_precision, evaluate_embeddings
 
 
 def clusters(n_per=5, classes=4, noise=0.01, seed=0):
@@ -40,5 +40,5 @@ def test_unlabelled_items_do_not_query_and_chance():
     scores = evaluate_embeddings(x, labels.astype(str), k=1)
     assert scores["precision@1"] == 1.0
     assert chance_precision(np.array(["a", "a", "b", "b"])) == pytest.approx(1 / 3)
-    curve = precision_curve(*clusters(), max_k=6)
+    curve = evaluate_embeddings(*clusters(), k=1, curve_k=6)["curve"]
     assert curve[:4] == [1.0] * 4 and curve[5] < 1.0
