@@ -1,42 +1,21 @@
 """Evaluation: leave-one-out precision@k curves and 2-D maps of each approach's embeddings."""
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages import shared
 
-
-@st.cache_data(show_spinner="Scoring every item against all the others…", max_entries=16)
-def evaluation(path: str, stamp: float, label_column: str) -> dict:
-    return shared.engine_for(Path(path)).evaluate(label_column, 10, curve_k=20)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def pca_map(path: str, stamp: float, approach: str, limit: int = 3000) -> pd.DataFrame:
-    engine = shared.engine_for(Path(path))
-    x = np.asarray(engine.store(approach).embeddings, dtype=np.float64)
-    rows = np.random.default_rng(0).permutation(len(x))[:limit]
-    x = x[rows] - x[rows].mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    xy = x @ vt[:2].T
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1],
-                         "category": engine.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
-
-
 st.title("📈 Evaluation")
 engine = shared.current_engine()
 if engine is not None:
     root = engine.catalog.root
-    stamp = shared._stamp(root)
+    stamp = shared.stamp(root)
     candidates = [c for c in ("label", "category", "subcategory", "articleType", "subCategory")
                   if c in engine.items.columns and engine.items[c].astype(bool).any()]
     label_column = st.selectbox("An item is relevant when it shares the query's", candidates or ["label"])
     st.caption("Leave-one-out: every labelled item queries all the others.")
     try:
-        report = evaluation(str(root), stamp, label_column)
+        report = shared.evaluation(str(root), stamp, label_column)
     except ValueError as err:
         st.error(str(err))
         report = None
@@ -55,4 +34,4 @@ if engine is not None:
     for column, approach in zip(columns, engine.approaches()):
         with column:
             st.markdown(f"**{shared.APPROACH_LABELS[approach]}**")
-            st.scatter_chart(pca_map(str(root), stamp, approach), x="x", y="y", color="category")
+            st.scatter_chart(shared.pca_map(str(root), stamp, approach), x="x", y="y", color="category")

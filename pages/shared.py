@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from imgsim import sources
@@ -23,14 +24,14 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp", "tif
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
-def _stamp(path: Path) -> float:
+def stamp(path: Path) -> float:
     """Changes whenever the catalogue or one of its stores or models is rewritten."""
     files = [path / "manifest.json", *path.glob("stores/*/manifest.json"), *path.glob("models/*/manifest.json")]
     return sum(f.stat().st_mtime for f in files if f.exists())
 
 
 @st.cache_resource(show_spinner="Loading the catalogue and its models (first time only)…", max_entries=4)
-def _engine(path: str, stamp: float) -> Engine:
+def _engine(path: str, version: float) -> Engine:
     engine = Engine.open(path)
     for approach in engine.approaches():  # load models now so the first query is fast
         engine.model(approach)
@@ -39,7 +40,7 @@ def _engine(path: str, stamp: float) -> Engine:
 
 def engine_for(path: Path) -> Engine:
     """The process-wide engine of the catalogue at ``path``."""
-    return _engine(str(path), _stamp(path))
+    return _engine(str(path), stamp(path))
 
 
 def build_with_progress(source: str, out: Path, options: BuildOptions | None = None) -> bool:
@@ -93,6 +94,25 @@ def current_engine() -> Engine | None:
     except (ArtifactError, OSError, ValueError) as err:
         st.error(f"Catalogue {chosen} cannot be opened: {err}")
         return None
+
+
+@st.cache_data(show_spinner="Scoring every item against all the others…", max_entries=16)
+def evaluation(path: str, version: float, label_column: str) -> dict:
+    """Leave-one-out report at k = 10 with precision curves to k = 20 (cached per catalogue state)."""
+    return engine_for(Path(path)).evaluate(label_column, 10, curve_k=20)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def pca_map(path: str, version: float, approach: str, limit: int = 3000) -> pd.DataFrame:
+    """A 2-D PCA of up to ``limit`` items' embeddings, with their categories (for a scatter plot)."""
+    engine = engine_for(Path(path))
+    x = np.asarray(engine.store(approach).embeddings, dtype=np.float64)
+    rows = np.random.default_rng(0).permutation(len(x))[:limit]
+    x = x[rows] - x[rows].mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1],
+                         "category": engine.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
 
 
 # -- the query -------------------------------------------------------------------------------------
