@@ -127,3 +127,19 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "camera.png"))
     assert page.locator("text=Traceback").count() == 0
     page.close()
+
+
+def test_phone_width_layout(server, browser, tmp_path):
+    url, _ = server
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(solid((200, 60, 40), 300)))
+    page = browser.new_page(viewport={"width": 390, "height": 2400}, is_mobile=True, has_touch=True)
+    page.goto(url)
+    wait_idle(page)
+    page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(photo))
+    count_results(page, 8)
+    wait_idle(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than a phone
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "phone.png"))
+    page.close()
