@@ -181,6 +181,16 @@ class Engine:
         self._models[approach] = model
         return model
 
+    def warm_up(self) -> None:
+        """Loads every available approach's model and runs it once, so the first query is fast.
+
+        The first call of a Keras model traces its graph (about a second); a server does it at
+        start-up rather than on a user's first photo.
+        """
+        for approach in self.approaches():
+            model = self.model(approach)
+            model.embed(np.zeros((1, model.image_size, model.image_size, 3), np.uint8))
+
     # -- queries --------------------------------------------------------------------------------
 
     def _hits_frame(self, rows: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

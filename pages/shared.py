@@ -33,8 +33,7 @@ def stamp(path: Path) -> float:
 @st.cache_resource(show_spinner="Loading the catalogue and its models (first time only)…", max_entries=4)
 def _engine(path: str, version: float) -> Engine:
     engine = Engine.open(path)
-    for approach in engine.approaches():  # load models now so the first query is fast
-        engine.model(approach)
+    engine.warm_up()
     return engine
 
 
