@@ -58,7 +58,8 @@ class AutoencoderConfig:
     Attributes:
         variant: ``conv`` (default) or ``seed`` (the article's model).
         image_size: Input side in pixels; for ``conv`` a power of two >= 16.
-        latent_dim: Size of the latent vector (the article used 16).
+        latent_dim: Size of the latent vector; by default 16 for ``seed`` (the article's) and 128
+            for ``conv``.
         base_filters: Filters of the first ``conv`` stage, doubled per stage up to 8x.
         epochs: Upper bound on epochs; early stopping usually ends sooner.
         batch_size: Images per step.
@@ -70,7 +71,7 @@ class AutoencoderConfig:
 
     variant: Variant = Variant.CONV
     image_size: int = 64
-    latent_dim: int = 128
+    latent_dim: int | None = None
     base_filters: int = 32
     epochs: int = 30
     batch_size: int = 32
@@ -81,6 +82,8 @@ class AutoencoderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", Variant(self.variant))
+        if self.latent_dim is None:
+            object.__setattr__(self, "latent_dim", 16 if self.variant is Variant.SEED else 128)
         if self.image_size < 16:
             raise ValueError(f"`image_size` must be >= 16. Received: image_size={self.image_size}")
         if self.variant is Variant.CONV and self.image_size & (self.image_size - 1):

@@ -78,7 +78,7 @@ def _autoencoder_config(args: argparse.Namespace):
 def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=["conv", "seed"], help="autoencoder architecture (default conv)")
     p.add_argument("--image-size", type=_positive_int, help="autoencoder input side (default 64)")
-    p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128)")
+    p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128 for conv, 16 for seed as in the article)")
     p.add_argument("--epochs", type=_positive_int, help="most autoencoder epochs (default 30, early stopping)")
 
 
