@@ -77,7 +77,7 @@ class AutoencoderConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     validation_split: float = 0.1
-    patience: int = 3
+    patience: int = 5
     seed: int = 1337
 
     def __post_init__(self) -> None:
@@ -150,7 +150,7 @@ def build_conv(image_size: int = 64, latent_dim: int = 128, base_filters: int = 
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for i, f in enumerate(filters):
         x = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"down{i + 1}_conv")(x)
-        x = layers.ReLU(name=f"down{i + 1}_relu")(layers.BatchNormalization(name=f"down{i + 1}_bn")(x))
+        x = layers.ReLU(name=f"down{i + 1}_relu")(layers.BatchNormalization(momentum=0.9, name=f"down{i + 1}_bn")(x))
     latent = layers.Dense(latent_dim, name="latent")(layers.Flatten(name="flatten")(x))
     encoder = keras.Model(inputs, latent, name="encoder")
 
@@ -162,7 +162,7 @@ def build_conv(image_size: int = 64, latent_dim: int = 128, base_filters: int = 
     # cost as much as the seed model.
     for i, f in enumerate([*reversed(filters[:-1]), max(filters[0] // 2, 8)]):
         y = layers.Conv2DTranspose(f, 3, strides=2, padding="same", use_bias=False, name=f"up{i + 1}_deconv")(y)
-        y = layers.ReLU(name=f"up{i + 1}_relu")(layers.BatchNormalization(name=f"up{i + 1}_bn")(y))
+        y = layers.ReLU(name=f"up{i + 1}_relu")(layers.BatchNormalization(momentum=0.9, name=f"up{i + 1}_bn")(y))
     outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="decoder_out")(y)
     decoder = keras.Model(code, outputs, name="decoder")
     return _assemble(keras, encoder, decoder, "conv_autoencoder")
@@ -331,6 +331,9 @@ def train(
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
         keras.callbacks.ModelCheckpoint(str(best), monitor="val_loss", save_best_only=True),
+        # Small catalogues give short, noisy epochs: halve the step size on a plateau before
+        # giving up, so early stopping ends a descent rather than a wobble.
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         _ProgressCallback.make(progress, config.epochs),
     ]
