@@ -10,6 +10,8 @@ from imgsim.artifacts import data_dir
 from imgsim.catalog import default_catalog_path
 from pages import shared
 
+MAX_UNZIPPED = 2 * 2**30
+
 st.title("🗂️ Catalogue")
 engine = shared.current_engine()
 if engine is not None:
@@ -55,14 +57,18 @@ if submitted:
         target.mkdir(parents=True, exist_ok=True)
         try:
             with zipfile.ZipFile(upload) as archive:
+                total = sum(m.file_size for m in archive.infolist())
+                if total > MAX_UNZIPPED:  # a zip bomb, or simply more than this page should unpack
+                    raise zipfile.BadZipFile(f"it would unpack to {total / 2**30:.1f} GB "
+                                             f"(limit {MAX_UNZIPPED / 2**30:.0f} GB)")
                 for member in archive.infolist():
                     path = (target / member.filename).resolve()
                     if target.resolve() in path.parents and not member.is_dir():  # no zip-slip
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_bytes(archive.read(member))
             source = str(target)
-        except zipfile.BadZipFile:
-            st.error("That file is not a valid zip archive.")
+        except zipfile.BadZipFile as err:
+            st.error(f"That zip cannot be imported: {err}")
             source = ""
     if not source.strip():
         st.error("Give a folder or CSV path, or upload a zip.")
