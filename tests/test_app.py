@@ -69,3 +69,28 @@ def test_reconstructions_modes(app):
         app.radio[0].set_value(mode).run()
         assert not app.exception
         assert len(app.image) >= 3
+
+
+def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, _data_dir):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for path in sorted(shop_dir.rglob("*.png"))[:6]:
+            archive.write(path, path.relative_to(shop_dir).as_posix())
+    app.switch_page("pages/catalogue.py").run()
+    app.file_uploader[0].set_value(("shop2.zip", buf.getvalue(), "application/zip"))
+    app.text_input[2].set_value("uploaded")
+    app.button[0].click().run(timeout=300)
+    assert not app.exception and not app.error
+    assert any("uploaded" in s.value and "ready" in s.value for s in app.success)
+    assert (_data_dir / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
+
+
+def test_catalogue_page_refuses_a_broken_zip(app):
+    app.switch_page("pages/catalogue.py").run()
+    app.file_uploader[0].set_value(("bad.zip", b"not a zip at all", "application/zip"))
+    app.button[0].click().run()
+    assert not app.exception
+    assert any("zip" in e.value for e in app.error)
