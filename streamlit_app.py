@@ -7,7 +7,7 @@ from pages import shared
 
 def search_page() -> None:
     """Search: a photo in, the most similar catalogue items out."""
-    st.title("🔎 Visual search")
+    st.title("Visual search")
     engine = shared.current_engine()
     if engine is None:
         return
@@ -31,12 +31,13 @@ def search_page() -> None:
     shared.result_grid(engine, result, key="search")
 
 
-st.set_page_config(page_title="imgsim · visual search", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="imgsim · visual search", page_icon=":material/image_search:", layout="wide")
+st.logo(str(shared.ASSETS / "logo.svg"))
 navigation = st.navigation([
-    st.Page(search_page, title="Search", icon="🔎", default=True),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/reconstructions.py", title="Reconstructions", icon="🧩"),
-    st.Page("pages/catalogue.py", title="Catalogue", icon="🗂️"),
-    st.Page("pages/evaluation.py", title="Evaluation", icon="📈"),
+    st.Page(search_page, title="Search", icon=":material/image_search:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/reconstructions.py", title="Reconstructions", icon=":material/auto_fix_high:"),
+    st.Page("pages/catalogue.py", title="Catalogue", icon=":material/inventory_2:"),
+    st.Page("pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
 ])
 navigation.run()

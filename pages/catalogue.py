@@ -12,7 +12,7 @@ from pages import shared
 
 MAX_UNZIPPED = 2 * 2**30
 
-st.title("🗂️ Catalogue")
+st.title("Catalogue")
 engine = shared.current_engine()
 if engine is not None:
     catalog = engine.catalog

@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages import shared
 
-st.title("⚖️ Compare approaches")
+st.title("Compare approaches")
 engine = shared.current_engine()
 if engine is not None:
     _, k, category = shared.sidebar_search_options(engine, approaches=False)

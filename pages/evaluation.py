@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages import shared
 
-st.title("📈 Evaluation")
+st.title("Evaluation")
 engine = shared.current_engine()
 if engine is not None:
     root = engine.catalog.root

@@ -6,7 +6,7 @@ from matplotlib import colormaps
 
 from pages import shared
 
-st.title("🧩 Autoencoder reconstructions")
+st.title("Autoencoder reconstructions")
 engine = shared.current_engine()
 if engine is not None:
     if "autoencoder" not in engine.approaches():
@@ -23,7 +23,7 @@ if engine is not None:
         if mode == "Browse":
             rows = [st.slider("Item", 0, len(engine.items) - 1, 0)]
         elif mode == "Random":
-            if st.button("🎲 Another") or "recon_random" not in st.session_state:
+            if st.button("Another", icon=":material/casino:") or "recon_random" not in st.session_state:
                 st.session_state["recon_random"] = np.random.default_rng().choice(len(engine.items), 4, replace=False).tolist()
             rows = st.session_state["recon_random"]
         elif mode in ("Best", "Worst"):

@@ -126,10 +126,10 @@ def query_widgets(engine: Engine) -> None:
                      on_change=_set_query, args=("upload",),
                      help="JPEG, PNG, WebP, HEIC (iPhone), GIF, BMP or TIFF")
     cols = st.columns(2)
-    if cols[0].button("🎲 Try an example", width="stretch"):
+    if cols[0].button("Try an example", icon=":material/casino:", width="stretch"):
         st.session_state["query_kind"] = "item"
         st.session_state["query_row"] = random.randrange(len(engine.items))
-    if cols[1].toggle("📷 Use the camera", key="use_camera"):
+    if cols[1].toggle("Use the camera", key="use_camera"):
         st.camera_input("Take a photo", key="cam", on_change=_set_query, args=("camera",))
 
 

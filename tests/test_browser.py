@@ -110,7 +110,7 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
 
     page.goto(url + "/compare")
     wait_idle(page)
-    page.get_by_role("button", name="🎲 Try an example").click()
+    page.get_by_role("button", name="Try an example").click()
     wait_idle(page)
     page.wait_for_selector("text=Autoencoder latent space", timeout=60_000)
     assert page.locator("text=Pretrained CNN (EfficientNet-Lite0)").count() >= 1
@@ -118,7 +118,7 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
 
     page.goto(url)
     wait_idle(page)
-    page.get_by_text("📷 Use the camera").click()
+    page.get_by_text("Use the camera").click()
     page.wait_for_selector("[data-testid='stCameraInputButton']", timeout=60_000)
     page.wait_for_timeout(1500)  # let the fake device deliver frames
     page.click("[data-testid='stCameraInputButton']")
