@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import os
 import re
 from pathlib import Path
@@ -106,7 +107,7 @@ class Catalog:
         """The catalogue's directory name."""
         return self.root.name
 
-    @property
+    @functools.cached_property
     def ok(self) -> pd.DataFrame:
         """The rows whose image was ingested, in catalogue order, indexed 0..n-1.
 
@@ -115,14 +116,10 @@ class Catalog:
         ok = self.items[self.items["status"] == OK]
         return ok.reset_index(drop=True)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A hash of the ingested ids in order: a store built for another list is stale."""
         return sha256_text(*self.ok["id"].tolist())
-
-    def thumb_path(self, thumb: str) -> Path:
-        """The absolute path of a ``thumb`` value from the items table."""
-        return self.root / thumb
 
     def thumb_paths(self) -> list[Path]:
         """Thumbnail paths of the ingested items, row-aligned with :attr:`ok`."""

@@ -70,6 +70,11 @@ class Reconstruction:
     psnr: float
 
 
+def _as_rgb(image: ImageSource | np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` itself when already decoded, else :func:`decode_image` of it."""
+    return image if isinstance(image, np.ndarray) else decode_image(image, max_side=max_side)
+
+
 class Engine:
     """A catalogue with its stores and models, loaded once.
 
@@ -79,8 +84,8 @@ class Engine:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.items = catalog.ok
-        self.items["thumb_path"] = [str(catalog.root / t) for t in self.items["thumb"]]
+        self.items = catalog.ok.copy()  # the catalogue's cached frame stays as it is
+        self.items["thumb_path"] = [str(p) for p in catalog.thumb_paths()]
         self._stores: dict[str, Store] = {}
         self._indexes: dict[tuple[str, str], Index] = {}
         self._models: dict[str, Any] = {}
@@ -236,7 +241,7 @@ class Engine:
             raise ValueError(f"`k` must be >= 1. Received: k={k}")
         model = self.model(approach)
         started = time.perf_counter()
-        rgb = image if isinstance(image, np.ndarray) else decode_image(image, max_side=2 * model.image_size)
+        rgb = _as_rgb(image, 2 * model.image_size)
         square = to_square(rgb, model.image_size)
         vector = model.embed(square[None])[0]
         return self._search_vector(approach, vector, square, k, category, exclude_id, metric, started)
@@ -282,7 +287,7 @@ class Engine:
         approaches = approaches or self.approaches()
         if row is not None:
             return {a: self.search_item(row, a, k, category=category) for a in approaches}
-        rgb = image if isinstance(image, np.ndarray) else decode_image(image, max_side=448)
+        rgb = _as_rgb(image, 448)
         return {a: self.search(rgb, a, k, category=category) for a in approaches}
 
     def reconstruct(self, image: ImageSource | np.ndarray | None = None, *,
@@ -292,7 +297,7 @@ class Engine:
         if row is not None:
             square = self.catalog.load_square(row, model.image_size)
         else:
-            rgb = image if isinstance(image, np.ndarray) else decode_image(image, max_side=2 * model.image_size)
+            rgb = _as_rgb(image, 2 * model.image_size)
             square = to_square(rgb, model.image_size)
         recon, mse, psnr = model.errors(square[None])
         error = np.abs(recon[0] - square.astype(np.float32) / 255.0).mean(axis=2)

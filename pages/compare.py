@@ -36,5 +36,4 @@ if engine is not None:
                     precision = float(np.mean(result.items["label"] == label)) if len(result.items) else 0.0
                     line += f" · precision@{k} for label “{label}”: **{precision:.2f}**"
                 st.markdown(line)
-                result.items["shared"] = result.items["id"].isin(shared_ids)
                 shared.result_grid(engine, result, key=f"compare-{approach}", columns=2)
