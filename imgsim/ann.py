@@ -1,0 +1,572 @@
+"""Approximate nearest-neighbour search: an HNSW graph (FAISS) beside a store's exact matrix.
+
+Exact search (:mod:`imgsim.search`) reads every row for every query: about 200 ms a query at
+1M x 1280 on two cores. An HNSW graph visits a few thousand rows instead. :class:`AnnIndex` has
+the same ``search`` signature and returns the same :class:`~imgsim.search.Hits` (rows are row
+numbers of the store's embeddings), so the engine can use either.
+
+Correctness guarantees the graph alone does not give:
+
+- Filters (``mask``) are applied inside the graph walk (a FAISS ``IDSelectorBitmap``); when few
+  rows are eligible (``exact_below``) the eligible rows are searched exactly instead, and a query
+  the graph answers with fewer than ``k`` rows is retried with a wider beam and then exactly. A
+  search never returns fewer columns than :class:`imgsim.search.Index` would.
+- ``exclude`` (one row per query) is fetched one deeper and dropped, never lost.
+- :meth:`AnnIndex.add` appends rows; :meth:`AnnIndex.remove` deletes rows with the same
+  renumbering as ``np.delete(embeddings, rows, axis=0)``. FAISS cannot delete from an HNSW graph,
+  so removed rows stay in the graph as tombstones that searches skip; :attr:`AnnIndex.tombstones`
+  tells when a rebuild would pay off.
+
+On disk (:meth:`AnnIndex.save`), a directory written atomically::
+
+    manifest.json   kind "ann_index": format version, library and version, index type and
+                    parameters, metric, count, dim, fingerprint of the embeddings it indexes
+    index.faiss     the FAISS index in FAISS's own binary format
+    rows.npy        (ntotal,) int64: the store row of each graph node, -1 for a tombstone
+    digests.npy     (count,) uint64: a hash of each indexed row, in row order
+
+:meth:`AnnIndex.load` refuses an index whose fingerprint differs from the embeddings it is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgsim.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    library_versions,
+    now_iso,
+    read_manifest,
+    write_json_atomic,
+)
+from imgsim.search import Hits, Index, Metric
+
+KIND = "ann_index"
+FORMAT_VERSION = 1
+LIBRARY = "faiss-cpu"
+# Rows handed to FAISS per call, so a float16 or memory-mapped matrix is never copied whole.
+_CHUNK = 32_768
+# A query the graph leaves short is retried with its beam this many times wider, this often.
+_WIDEN = 4
+_RETRIES = 3
+
+
+class AnnKind(enum.StrEnum):
+    """The index structure. Only HNSW is offered: it needs no training and takes additions."""
+
+    HNSW = "hnsw"
+
+
+class AnnDtype(enum.StrEnum):
+    """How vectors are stored in the graph: 4, 2 or 1 byte(s) a dimension."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    SQ8 = "sq8"
+
+
+class AnnMismatchError(ArtifactError):
+    """An ANN index was built for other embeddings, or by another library or format."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnConfig:
+    """How an approximate index is built and searched.
+
+    Attributes:
+        kind: The index structure (``hnsw``).
+        M: Graph neighbours per node (FAISS keeps ``2 * M`` on the bottom layer).
+        ef_construction: Beam width while inserting; wider builds slower and recalls more.
+        ef_search: Beam width while searching (raised to ``k`` when ``k`` is larger).
+        dtype: ``float32``, ``float16`` (half the memory) or ``sq8`` (a quarter, trained on the
+            rows first built).
+        min_rows: Stores with at least this many rows should be searched through the index
+            (see :func:`should_use_ann`); below it exact search is fast enough.
+        exact_below: A filtered search with at most this many eligible rows is answered exactly
+            over those rows instead of through the graph.
+        threads: OpenMP threads for building and batched queries; 0 means every core this
+            process may use. Never more than that.
+    """
+
+    kind: AnnKind | str = AnnKind.HNSW
+    M: int = 32  # noqa: N815 - the name every HNSW paper and library uses
+    ef_construction: int = 80
+    ef_search: int = 64
+    dtype: AnnDtype | str = AnnDtype.FLOAT16
+    min_rows: int = 200_000
+    exact_below: int = 4_096
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _enum(AnnKind, self.kind, "kind"))
+        object.__setattr__(self, "dtype", _enum(AnnDtype, self.dtype, "dtype"))
+        for name, low in (("M", 2), ("ef_construction", 1), ("ef_search", 1), ("min_rows", 0),
+                          ("exact_below", 0), ("threads", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as plain JSON values."""
+        return {f.name: str(v) if isinstance(v, enum.Enum) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+
+def _enum(cls: type[enum.StrEnum], value: Any, name: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}") from None
+
+
+def should_use_ann(n_rows: int, config: AnnConfig | None = None) -> bool:
+    """Whether a store of ``n_rows`` rows is better searched through an ANN index.
+
+    Args:
+        n_rows: Rows in the store.
+        config: Supplies ``min_rows``; the default config when omitted.
+
+    Returns:
+        ``True`` at or above ``config.min_rows``.
+    """
+    config = config or AnnConfig()
+    return n_rows >= config.min_rows
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int = 0) -> int:
+    """Sets FAISS's OpenMP thread count, capped at :func:`usable_cores`; 0 means all of them.
+
+    Returns:
+        The number of threads set.
+    """
+    import faiss
+
+    n = usable_cores() if threads <= 0 else min(threads, usable_cores())
+    faiss.omp_set_num_threads(n)
+    return n
+
+
+_HASH_SEED = 0x1_5EA2C4
+
+
+def row_digests(embeddings: np.ndarray, chunk: int = 8_192) -> np.ndarray:
+    """A 64-bit hash of each row's float32 bits: ``sum_j bits[j] * P[j] mod 2**64``.
+
+    ``P`` are fixed odd random multipliers, so any change to one value changes its row's hash.
+    Vectorised, about a second per million 1280-d rows; not meant to resist a forger.
+
+    Args:
+        embeddings: ``(N, dim)``, any float dtype (hashed as float32).
+
+    Returns:
+        ``(N,)`` uint64.
+    """
+    n, dim = embeddings.shape
+    multipliers = np.random.default_rng(_HASH_SEED).integers(0, 2**63, dim, dtype=np.uint64) * 2 + 1
+    out = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, chunk):
+        bits = np.ascontiguousarray(embeddings[start:start + chunk], dtype=np.float32).view(np.uint32)
+        out[start:start + chunk] = (bits.astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def fingerprint_of(digests: np.ndarray, dim: int) -> str:
+    """The fingerprint of a matrix from its :func:`row_digests` and its dim."""
+    digest = hashlib.sha256(f"{len(digests)}x{dim}\n".encode())
+    digest.update(np.ascontiguousarray(digests, dtype="<u8").tobytes())
+    return digest.hexdigest()
+
+
+def embeddings_fingerprint(embeddings: np.ndarray) -> str:
+    """The fingerprint an ANN index records for the ``(N, dim)`` matrix it indexes."""
+    embeddings = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
+    if embeddings.ndim != 2:
+        raise ValueError(f"`embeddings` must be 2-D (N, dim). Received shape: {embeddings.shape}")
+    return fingerprint_of(row_digests(embeddings), embeddings.shape[1])
+
+
+class AnnIndex:
+    """An HNSW index over a store's rows, searched like :class:`imgsim.search.Index`.
+
+    Build with :meth:`build` or :meth:`load`, not the constructor.
+    """
+
+    def __init__(self, index: Any, metric: Metric, config: AnnConfig, rows_of: np.ndarray,
+                 digests: np.ndarray) -> None:
+        self._index = index
+        self.metric = metric
+        self.config = config
+        # Graph node -> store row (-1: removed) and store row -> graph node.
+        self._rows_of = rows_of
+        self._node_of = np.full(len(digests), -1, dtype=np.int64)
+        live = np.flatnonzero(rows_of >= 0)
+        self._node_of[rows_of[live]] = live
+        self._digests = digests
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, embeddings: np.ndarray, metric: Metric | str = Metric.COSINE,
+              config: AnnConfig | None = None) -> AnnIndex:
+        """Builds the graph over every row of ``embeddings``.
+
+        Args:
+            embeddings: ``(N, dim)`` float array (memory-mapped or float16 work; rows are read in
+                chunks). For cosine, rows are normalised before they are stored.
+            metric: ``cosine`` or ``euclidean``.
+            config: Build and search parameters; the defaults when omitted.
+
+        Returns:
+            The index; row ``i`` is row ``i`` of ``embeddings``.
+
+        Raises:
+            ValueError: Not a 2-D matrix, or no rows.
+        """
+        import faiss
+
+        config = config or AnnConfig()
+        metric = Metric(metric)
+        if not isinstance(embeddings, np.ndarray):
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+            raise ValueError(f"`embeddings` must be a non-empty 2-D (N, dim) matrix. "
+                             f"Received shape: {embeddings.shape}")
+        set_threads(config.threads)
+        dim = int(embeddings.shape[1])
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
+        if config.dtype is AnnDtype.FLOAT32:
+            index = faiss.IndexHNSWFlat(dim, config.M, faiss_metric)
+        else:
+            qtype = (faiss.ScalarQuantizer.QT_fp16 if config.dtype is AnnDtype.FLOAT16
+                     else faiss.ScalarQuantizer.QT_8bit)
+            index = faiss.IndexHNSWSQ(dim, qtype, config.M, faiss_metric)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+        if not index.is_trained:
+            # SQ8 learns each dimension's range; a spread sample of up to 65k rows is plenty.
+            step = max(1, embeddings.shape[0] // 65_536)
+            index.train(_prepare(embeddings[::step], metric))
+        self = cls(index, metric, config, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64))
+        self.add(embeddings)
+        return self
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def size(self) -> int:
+        """Rows indexed now (graph nodes less tombstones)."""
+        return len(self._node_of)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self._index.d)
+
+    @property
+    def tombstones(self) -> int:
+        """Removed rows still in the graph; rebuild when this nears :attr:`size`."""
+        return int(self._index.ntotal) - self.size
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the embeddings this index mirrors (see :func:`embeddings_fingerprint`)."""
+        return fingerprint_of(self._digests, self.dim)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index: stored vectors, graph links and the row maps."""
+        hnsw = self._index.hnsw
+        codes = int(self._index.ntotal) * int(self._index.storage.sa_code_size())
+        graph = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
+        maps = self._rows_of.nbytes + self._node_of.nbytes + self._digests.nbytes
+        return int(codes + graph + maps)
+
+    # ----------------------------------------------------------------- updates
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Appends rows: they become rows ``size .. size + len(vectors) - 1``.
+
+        Args:
+            vectors: ``(M, dim)`` float array, the rows appended to the store.
+
+        Returns:
+            ``(M,)`` int64 row numbers given to them.
+
+        Raises:
+            ValueError: Wrong shape.
+        """
+        if not isinstance(vectors, np.ndarray):
+            vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"`vectors` must have shape (M, {self.dim}). Received: {vectors.shape}")
+        set_threads(self.config.threads)
+        first_node, first_row = int(self._index.ntotal), self.size
+        for start in range(0, vectors.shape[0], _CHUNK):
+            self._index.add(_prepare(vectors[start:start + _CHUNK], self.metric))
+        n = vectors.shape[0]
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+        self._rows_of = np.concatenate([self._rows_of, rows])
+        self._node_of = np.concatenate([self._node_of, np.arange(first_node, first_node + n, dtype=np.int64)])
+        self._digests = np.concatenate([self._digests, row_digests(vectors)])
+        return rows
+
+    def remove(self, rows: np.ndarray | list[int]) -> None:
+        """Deletes rows; later rows move down, as ``np.delete(embeddings, rows, axis=0)`` does.
+
+        The graph keeps the nodes as tombstones (FAISS's HNSW cannot unlink them), which
+        searches skip.
+
+        Args:
+            rows: Row numbers to delete (any order, duplicates ignored).
+
+        Raises:
+            ValueError: A row outside ``[0, size)``.
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+        if rows.size == 0:
+            return
+        if rows[0] < 0 or rows[-1] >= self.size:
+            raise ValueError(f"`rows` must lie in [0, {self.size}). Received: {rows[rows < 0][:1]} "
+                             f"{rows[rows >= self.size][:1]}")
+        self._rows_of[self._node_of[rows]] = -1
+        self._node_of = np.delete(self._node_of, rows)
+        self._digests = np.delete(self._digests, rows)
+        self._rows_of[self._node_of] = np.arange(self.size, dtype=np.int64)
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        mask: np.ndarray | None = None,
+        exclude: np.ndarray | list[int] | None = None,
+        ef_search: int | None = None,
+    ) -> Hits:
+        """The ``k`` closest rows to each query, approximately.
+
+        Args:
+            queries: ``(Q, dim)`` or ``(dim,)``.
+            k: How many results per query; fewer come back only when fewer rows are eligible.
+            mask: Optional ``(N,)`` bool: only rows where it is True are eligible.
+            exclude: Optional ``(Q,)`` row per query to leave out (``-1`` for none).
+            ef_search: Beam width for this call (default ``config.ef_search``).
+
+        Returns:
+            :class:`Hits` with ``min(k, eligible rows)`` columns, as
+            :meth:`imgsim.search.Index.search` returns: cosine similarity or euclidean distance.
+
+        Raises:
+            ValueError: ``k <= 0``, or shapes that do not match the index.
+        """
+        if k <= 0:
+            raise ValueError(f"`k` must be >= 1. Received: k={k}")
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must have dim {self.dim} like the index. Received shape: {q.shape}")
+        q = _prepare(q, self.metric)
+        n_queries = q.shape[0]
+        ef = int(ef_search or self.config.ef_search)
+
+        eligible = None  # bool over graph nodes, None when every live node is eligible
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (self.size,):
+                raise ValueError(f"`mask` must have shape ({self.size},). Received: {mask.shape}")
+            eligible = np.zeros(int(self._index.ntotal), dtype=bool)
+            eligible[self._node_of[mask]] = True
+        elif self.tombstones:
+            eligible = self._rows_of >= 0
+        n_eligible = self.size if eligible is None else int(mask.sum() if mask is not None else self.size)
+
+        excluded = np.full(n_queries, -1, dtype=np.int64)  # graph node per query, -1 for none
+        if exclude is not None:
+            exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            if exclude.shape != (n_queries,):
+                raise ValueError(f"`exclude` needs one row per query ({n_queries}). Received: {exclude.shape}")
+            if np.any(exclude >= self.size):
+                raise ValueError(f"`exclude` rows must be < {self.size}. Received: {exclude.max()}")
+            valid = exclude >= 0
+            excluded[valid] = self._node_of[exclude[valid]]
+            if eligible is not None:
+                excluded[valid & ~eligible[np.maximum(excluded, 0)]] = -1
+        # Like Index.search: as many columns as the query with the fewest eligible rows allows.
+        k_eff = int(min(k, n_eligible - int(np.any(excluded >= 0))))
+        if k_eff <= 0:
+            return Hits(np.empty((n_queries, 0), np.int64), np.empty((n_queries, 0), np.float32))
+        if n_eligible <= self.config.exact_below:
+            nodes, scores = self._exact(q, k_eff, eligible, excluded)
+        else:
+            nodes, scores = self._graph(q, k_eff, eligible, excluded, ef)
+        return Hits(self._rows_of[nodes], scores)
+
+    def _graph(self, q: np.ndarray, k: int, eligible: np.ndarray | None, excluded: np.ndarray,
+               ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """Graph search, widening the beam (then searching exactly) for queries left short."""
+        import faiss
+
+        fetch = k + int(np.any(excluded >= 0))
+        bits = None
+        if eligible is not None:
+            bits = np.packbits(eligible, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
+        nodes = np.full((q.shape[0], k), -1, dtype=np.int64)
+        scores = np.zeros((q.shape[0], k), dtype=np.float32)
+        todo = np.arange(q.shape[0])
+        ef = max(ef, fetch)
+        for attempt in range(_RETRIES + 1):
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            if bits is not None:
+                params.sel = selector
+            dist, found = self._index.search(q[todo], fetch, params=params)
+            short = []
+            for j, i in enumerate(todo):
+                keep = (found[j] >= 0) & (found[j] != excluded[i])
+                if keep.sum() >= k:
+                    nodes[i] = found[j][keep][:k]
+                    scores[i] = self._score(dist[j][keep][:k])
+                else:
+                    short.append(i)
+            todo = np.asarray(short, dtype=np.int64)
+            if todo.size == 0:
+                return nodes, scores
+            if attempt < _RETRIES:
+                ef *= _WIDEN
+        # Still short after widening (a very selective filter): answer those queries exactly.
+        nodes[todo], scores[todo] = self._exact(q[todo], k, eligible, excluded[todo])
+        return nodes, scores
+
+    def _exact(self, q: np.ndarray, k: int, eligible: np.ndarray | None,
+               excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the eligible nodes' stored vectors, a chunk of rows at a time.
+
+        The caller guarantees every query has at least ``k`` eligible, non-excluded nodes.
+        """
+        nodes = np.flatnonzero(self._rows_of >= 0) if eligible is None else np.flatnonzero(eligible)
+        best_nodes = np.empty((q.shape[0], 0), dtype=np.int64)
+        best = np.empty((q.shape[0], 0), dtype=np.float32)  # higher is closer
+        for start in range(0, len(nodes), _CHUNK):
+            part = nodes[start:start + _CHUNK]
+            score = Index(self._index.reconstruct_batch(part), self.metric).scores(q).astype(np.float32)
+            score[part[None, :] == excluded[:, None]] = -np.inf
+            cand_nodes = np.concatenate([best_nodes, np.broadcast_to(part, score.shape)], axis=1)
+            cand = np.concatenate([best, score], axis=1)
+            # Stable: among equal scores the lower node (kept from earlier chunks first) wins.
+            order = np.argsort(-cand, axis=1, kind="stable")[:, :k]
+            best_nodes = np.take_along_axis(cand_nodes, order, axis=1)
+            best = np.take_along_axis(cand, order, axis=1)
+        if self.metric is Metric.EUCLIDEAN:
+            best = np.sqrt(np.maximum(-best, 0.0))
+        return best_nodes, best.astype(np.float32)
+
+    def _score(self, dist: np.ndarray) -> np.ndarray:
+        """FAISS distances as :class:`Hits` scores (inner product, or squared L2 -> L2)."""
+        if self.metric is Metric.COSINE:
+            return dist.astype(np.float32)
+        return np.sqrt(np.maximum(dist, 0.0)).astype(np.float32)
+
+    # ----------------------------------------------------------------- disk
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes the index as a directory, atomically (see the module docstring).
+
+        Args:
+            directory: Where to write it, e.g. ``CATALOG/stores/<approach>/ann`` or beside it.
+
+        Returns:
+            The directory.
+        """
+        import faiss
+
+        directory = Path(directory)
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "library": LIBRARY,
+            "library_version": faiss.__version__,
+            "index_type": type(self._index).__name__,
+            "config": self.config.to_json(),
+            "metric": str(self.metric),
+            "count": self.size,
+            "nodes": int(self._index.ntotal),
+            "dim": self.dim,
+            "fingerprint": self.fingerprint,
+            "created": now_iso(),
+            "library_versions": library_versions(),
+        }
+        with atomic_directory(directory) as tmp:
+            faiss.write_index(self._index, str(tmp / "index.faiss"))
+            np.save(tmp / "rows.npy", self._rows_of, allow_pickle=False)
+            np.save(tmp / "digests.npy", self._digests, allow_pickle=False)
+            write_json_atomic(tmp / "manifest.json", manifest)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, embeddings: np.ndarray,
+             *, threads: int | None = None) -> AnnIndex:
+        """Loads an index saved by :meth:`save` and checks it against the embeddings it serves.
+
+        Args:
+            directory: The index directory.
+            embeddings: ``(N, dim)``: the store's matrix now. Its fingerprint must equal the one
+                the index was saved with.
+            threads: OpenMP threads (default: the saved config's).
+
+        Raises:
+            ArtifactError: Nothing loadable there.
+            AnnMismatchError: Another format or library, or built for other embeddings (the
+                message says which, and to rebuild).
+        """
+        import faiss
+
+        directory = Path(directory)
+        manifest = read_manifest(directory, KIND)
+        rebuild = "rebuild it with AnnIndex.build"
+        if manifest.get("format_version") != FORMAT_VERSION or manifest.get("library") != LIBRARY:
+            raise AnnMismatchError(
+                f"ANN index {directory} has format {manifest.get('format_version')} by "
+                f"{manifest.get('library')}; expected format {FORMAT_VERSION} by {LIBRARY}; {rebuild}")
+        shape = tuple(getattr(embeddings, "shape", ()))
+        if shape != (manifest.get("count"), manifest.get("dim")):
+            raise AnnMismatchError(
+                f"ANN index {directory} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
+                f"but the embeddings have shape {shape}; {rebuild}")
+        if embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
+            raise AnnMismatchError(
+                f"ANN index {directory} was built for other embeddings of the same shape {shape}; {rebuild}")
+        try:
+            config = AnnConfig(**manifest["config"])
+            if threads is not None:
+                config = dataclasses.replace(config, threads=threads)
+            metric = Metric(manifest["metric"])
+            set_threads(config.threads)
+            index = faiss.read_index(str(directory / "index.faiss"))
+            rows_of = np.load(directory / "rows.npy", allow_pickle=False)
+            digests = np.load(directory / "digests.npy", allow_pickle=False)
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError) as err:
+            raise ArtifactError(f"ANN index {directory} is damaged: {err}; {rebuild}") from err
+        if (index.ntotal != len(rows_of) or index.ntotal != manifest.get("nodes")
+                or len(digests) != manifest["count"] or index.d != manifest["dim"]):
+            raise ArtifactError(f"ANN index {directory} is damaged: its files disagree with its manifest")
+        return cls(index, metric, config, rows_of.astype(np.int64), digests.astype(np.uint64))
+
+
+def _prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
+    """Float32, C-contiguous, and unit rows for cosine (so inner product is cosine)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if metric is Metric.COSINE:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
