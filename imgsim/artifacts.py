@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ MANIFEST = "manifest.json"
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, damaged, or does not match what it is used with."""
+
+
+class ArtifactMismatchError(ArtifactError):
+    """An artifact is intact but was made for another model, options or catalogue state."""
 
 
 def data_dir() -> Path:
@@ -147,3 +151,65 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_artifact(final: str | os.PathLike, manifest: dict[str, Any],
+                   write: Callable[[Path], dict[str, Any] | None], *, hash_files: bool = True) -> dict[str, Any]:
+    """Writes an artifact directory atomically: its files first, its manifest last.
+
+    ``write(tmp)`` writes the files into the temporary directory and may return more manifest
+    fields. The manifest then records every file's size (and sha256 when ``hash_files``), the
+    creation time and the library versions, and the directory is swapped into place.
+
+    Args:
+        final: The artifact directory.
+        manifest: At least ``kind`` and ``format_version``.
+        write: Writes the artifact's files into the directory it is given.
+        hash_files: Record each file's sha256 (skip for multi-gigabyte matrices).
+
+    Returns:
+        The manifest as written.
+    """
+    if "kind" not in manifest or "format_version" not in manifest:
+        raise ValueError(f"`manifest` must have kind and format_version. Received: {sorted(manifest)}")
+    with atomic_directory(final) as tmp:
+        manifest = {**manifest, **(write(tmp) or {})}
+        files = {}
+        for path in sorted(p for p in tmp.iterdir() if p.is_file()):
+            files[path.name] = {"bytes": path.stat().st_size}
+            if hash_files:
+                files[path.name]["sha256"] = sha256_file(path)
+        manifest = {**manifest, "files": files, "created": manifest.get("created") or now_iso(),
+                    "library_versions": library_versions()}
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def load_artifact(root: str | os.PathLike, kind: str, format_version: int, *,
+                  expect: dict[str, Any] | None = None, verify: bool = True) -> dict[str, Any]:
+    """Reads and checks an artifact written by :func:`write_artifact`.
+
+    Every loader checks the same things the same way: the kind, the format version, the fields
+    in ``expect`` (what the caller is about to use it with), and that each recorded file is
+    present with its recorded size (and, when ``verify``, its sha256).
+
+    Raises:
+        ArtifactError: Missing, of another kind or format, or damaged.
+        ArtifactMismatchError: Intact, but made for something else than ``expect`` says.
+    """
+    root = Path(root)
+    manifest = read_manifest(root, kind)
+    if manifest.get("format_version") != format_version:
+        raise ArtifactMismatchError(f"{root.name}: {kind} format {manifest.get('format_version')} is not "
+                                    f"{format_version} (written by another imgsim version); rebuild it")
+    for field, value in (expect or {}).items():
+        if manifest.get(field) != value:
+            raise ArtifactMismatchError(f"{root.name}: made with {field}={manifest.get(field)!r}, "
+                                        f"but now {field}={value!r}; rebuild it")
+    for name, recorded in (manifest.get("files") or {}).items():
+        path = root / name
+        if not path.is_file() or path.stat().st_size != recorded.get("bytes"):
+            raise ArtifactError(f"{root.name}: {name} is missing or damaged; rebuild it")
+        if verify and "sha256" in recorded and sha256_file(path) != recorded["sha256"]:
+            raise ArtifactError(f"{root.name}: {name} does not match its manifest; rebuild it")
+    return manifest

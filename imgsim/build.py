@@ -1,4 +1,9 @@
-"""The whole build of a searchable catalogue: ingest, train, index; redoing only what is stale."""
+"""The whole build of a searchable catalogue: ingest, then each approach; redoing only what is stale.
+
+Building is the only step that writes artifacts (catalogue, models, stores); the engine only
+reads them. Each approach builds itself (see :mod:`imgsim.approaches`); this module decides
+which ones run and in what order.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
+from imgsim import approaches as approaches_mod
 from imgsim import catalog as catalog_mod
-from imgsim.artifacts import ArtifactError
-from imgsim.autoencoder import Autoencoder, AutoencoderConfig, train
+from imgsim.approaches import AUTOENCODER, TUNED, NotApplicableError, load_squares
+from imgsim.autoencoder import AutoencoderConfig
 from imgsim.catalog import Catalog
 from imgsim.download import DownloadConfig
-from imgsim.engine import AUTOENCODER, AUTOENCODER_DIR, PRETRAINED, TUNED
-from imgsim.features import DEFAULT_EXTRACTOR, ExtractorOptions, load_extractor
+from imgsim.features import DEFAULT_EXTRACTOR, ExtractorOptions
 from imgsim.progress import Progress, silent
-from imgsim.store import build_store, is_current, iter_batches, model_spec
 
 ProgressFactory = Callable[[str], Progress]
+__all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "load_squares", "retrain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,10 @@ class BuildOptions:
     """What ``build`` makes.
 
     Attributes:
-        approaches: Any of ``pretrained``, ``autoencoder``, ``tuned``.
+        approaches: Names from :data:`imgsim.approaches.APPROACHES`; ``None`` (the default) means
+            every approach that applies to the catalogue (``tuned`` is skipped, with a message,
+            when nothing repeats to tune on). Dependencies are added (``tuned`` needs
+            ``pretrained``).
         extractor: The pretrained extractor's name.
         extractor_options: Pooling and flip options of the pretrained extractor.
         autoencoder: Architecture and training settings of the autoencoder.
@@ -36,7 +42,7 @@ class BuildOptions:
         download: Download settings for CSV sources.
     """
 
-    approaches: tuple[str, ...] = (PRETRAINED, AUTOENCODER)
+    approaches: tuple[str, ...] | None = None
     extractor: str = DEFAULT_EXTRACTOR
     extractor_options: ExtractorOptions = ExtractorOptions()
     autoencoder: AutoencoderConfig = AutoencoderConfig()
@@ -45,34 +51,39 @@ class BuildOptions:
     download: DownloadConfig = DownloadConfig()
 
     def __post_init__(self) -> None:
-        unknown = set(self.approaches) - {PRETRAINED, AUTOENCODER, TUNED}
-        if unknown or not self.approaches:
-            raise ValueError(
-                "`approaches` must be a non-empty subset of pretrained, autoencoder, tuned. "
-                f"Received: {','.join(self.approaches)}"
-            )
+        if self.approaches is not None:
+            unknown = set(self.approaches) - set(approaches_mod.APPROACHES)
+            if unknown or not self.approaches:
+                raise ValueError(
+                    f"`approaches` must be a non-empty subset of {', '.join(approaches_mod.APPROACHES)}. "
+                    f"Received: {','.join(self.approaches)}"
+                )
 
 
-def load_squares(catalog: Catalog, size: int, progress: Progress = silent) -> np.ndarray:
-    """All ingested items as ``(N, size, size, 3)`` uint8 squares, decoded once."""
-    paths = catalog.thumb_paths()
-    out = np.empty((len(paths), size, size, 3), np.uint8)
-    done = 0
-    for batch in iter_batches(paths, size, 64):
-        out[done:done + len(batch)] = batch
-        done += len(batch)
-        progress(done, len(paths), "decoding")
-    return out
+def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *,
+                     progress: ProgressFactory = lambda stage: silent,
+                     log: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Builds each requested approach of an ingested catalogue that is missing or stale.
 
+    Returns:
+        The approaches that are built and current afterwards.
 
-def autoencoder_is_current(catalog: Catalog, config: AutoencoderConfig) -> bool:
-    """Whether the catalogue's autoencoder was trained on its current items with ``config``."""
-    try:
-        model = Autoencoder.load(catalog.root / AUTOENCODER_DIR)
-    except (ArtifactError, OSError, ValueError):
-        return False
-    manifest = model.manifest
-    return manifest.get("catalog_fingerprint") == catalog.fingerprint and manifest.get("config") == config.as_dict()
+    Raises:
+        NotApplicableError: An approach asked for by name cannot apply to this catalogue.
+    """
+    explicit = options.approaches is not None
+    names = approaches_mod.with_dependencies(options.approaches or tuple(approaches_mod.APPROACHES))
+    done = []
+    for name in names:
+        try:
+            approaches_mod.get(name).build(catalog, options, log=log, progress=progress)
+        except NotApplicableError as err:
+            if explicit:
+                raise
+            log(f"{name}: skipped: {err}")
+            continue
+        done.append(name)
+    return done
 
 
 def build(
@@ -86,7 +97,7 @@ def build(
     """Ingests ``source`` into ``out`` and builds each requested approach that is missing or stale.
 
     Args:
-        source: A folder, a Flipkart-style CSV, or ``demo``.
+        source: A folder, a Flipkart-style CSV, a zip of images, or ``demo``.
         out: The catalogue directory.
         options: What to build.
         progress: Gives a :class:`Progress` for each stage name.
@@ -103,34 +114,29 @@ def build(
     log("ingested: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     if len(catalog.ok) == 0:
         raise catalog_mod.CatalogError(f"no image of {source} could be ingested; see the items' messages")
-
-    def ensure_store(approach: str, model) -> None:
-        if is_current(catalog, approach, model_spec(approach, model)):
-            log(f"{approach}: store up to date")
-        else:
-            build_store(catalog, approach, model, progress=progress(approach))
-            log(f"{approach}: indexed {len(catalog.ok)} items with {model.name}")
-
-    if PRETRAINED in options.approaches or TUNED in options.approaches:
-        ensure_store(PRETRAINED, load_extractor(options.extractor, options.extractor_options))
-
-    if AUTOENCODER in options.approaches:
-        config = options.autoencoder
-        if autoencoder_is_current(catalog, config):
-            log("autoencoder: model up to date")
-        else:
-            images = load_squares(catalog, config.image_size, progress("decode"))
-            model = train(images, catalog.root / AUTOENCODER_DIR, config,
-                          catalog_fingerprint=catalog.fingerprint, progress=progress("train"))
-            log(f"autoencoder: trained {model.manifest['epochs_trained']} epochs, "
-                f"val MSE {model.manifest['val_mse']:.4f} (PSNR {model.manifest['val_psnr']:.1f} dB)")
-        ensure_store(AUTOENCODER, Autoencoder.load(catalog.root / AUTOENCODER_DIR))
-
-    if TUNED in options.approaches:
-        from imgsim.tuned import build_tuned
-
-        log(build_tuned(catalog, options.label_column or catalog.label_column()))
+    build_approaches(catalog, options, progress=progress, log=log)
     return catalog
+
+
+def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOptions(), *,
+            progress: ProgressFactory = lambda stage: silent,
+            log: Callable[[str], None] = lambda message: None) -> None:
+    """Retrains a learning approach on the catalogue as it is now, then re-indexes it.
+
+    Adding and removing items never retrains (new items are embedded with the model as it is);
+    this is the on-demand step: the autoencoder is trained again, the tuned projection refitted.
+
+    Raises:
+        ValueError: ``approach`` learns nothing (``pretrained``).
+    """
+    if approach == AUTOENCODER:
+        autoencoder = approaches_mod.APPROACHES[AUTOENCODER]
+        model = autoencoder.train(catalog, options.autoencoder, log=log, progress=progress)
+        approaches_mod.ensure_store(AUTOENCODER, catalog, model, log, progress(AUTOENCODER))
+    elif approach == TUNED:
+        approaches_mod.APPROACHES[TUNED].refit(catalog, options, log=log)
+    else:
+        raise ValueError(f"`approach` must be one that learns ({AUTOENCODER} or {TUNED}). Received: {approach!r}")
 
 
 def default_demo_path() -> Path:

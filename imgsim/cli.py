@@ -13,7 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from imgsim import approaches as approaches_mod
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -101,18 +103,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from imgsim.build import BuildOptions, build
-    from imgsim.features import ExtractorOptions
-    from imgsim.progress import tqdm_progress
+def _approach_list(text: str | None) -> tuple[str, ...] | None:
+    """``all`` (or nothing) -> None (every approach that applies), else the comma-separated names."""
+    if not text or text.strip() in ("all", "both"):
+        return None
+    return tuple(a.strip() for a in text.split(",") if a.strip())
 
-    options = BuildOptions(
-        approaches=tuple(a.strip() for a in args.approaches.split(",") if a.strip()),
+
+def _build_options(args: argparse.Namespace, approaches: tuple[str, ...] | None = None):
+    from imgsim.build import BuildOptions
+    from imgsim.features import ExtractorOptions
+
+    return BuildOptions(
+        approaches=approaches,
         extractor=args.extractor,
         extractor_options=ExtractorOptions(pooling=args.pooling, flip=args.flip),
         autoencoder=_autoencoder_config(args),
         labels=args.labels, label_column=args.label_column, download=_download_config(args),
     )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from imgsim.build import build
+    from imgsim.progress import tqdm_progress
+
+    options = _build_options(args, _approach_list(args.approaches))
     out = Path(args.out) if args.out else _default_out(args.source)
     catalog = build(args.source, out, options, progress=tqdm_progress, log=lambda m: print(m, flush=True))
     _print_summary(catalog)
@@ -120,22 +135,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from imgsim.autoencoder import train
-    from imgsim.build import load_squares
+    from imgsim.build import BuildOptions, retrain
     from imgsim.catalog import Catalog
-    from imgsim.engine import AUTOENCODER, AUTOENCODER_DIR
     from imgsim.progress import tqdm_progress
-    from imgsim.store import build_store
 
     catalog = Catalog.load(resolve_catalog(args.catalog))
-    config = _autoencoder_config(args)
-    images = load_squares(catalog, config.image_size, tqdm_progress("decode"))
-    model = train(images, catalog.root / AUTOENCODER_DIR, config,
-                  catalog_fingerprint=catalog.fingerprint, verbose=1)
-    m = model.manifest
-    print(f"{m['config']['variant']} autoencoder: {m['parameters']:,} parameters, {m['epochs_trained']} epochs, "
-          f"val MSE {m['val_mse']:.4f}, PSNR {m['val_psnr']:.1f} dB")
-    build_store(catalog, AUTOENCODER, model, progress=tqdm_progress("index"))
+    options = BuildOptions(autoencoder=_autoencoder_config(args), label_column=args.label_column)
+    retrain(catalog, args.approach, options, progress=tqdm_progress, log=lambda m: print(m, flush=True))
     return 0
 
 
@@ -145,26 +151,83 @@ def _result_rows(result) -> list[dict[str, Any]]:
             for row in result.items[columns].to_dict("records")]
 
 
+MAX_QUERY_PHOTOS = 10_000
+
+
+def _query_photos(paths: list[str]) -> list[Path]:
+    """The photos named on the command line; a folder stands for the images directly in it."""
+    from imgsim.sources import IMAGE_SUFFIXES
+
+    photos: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            photos.extend(sorted(p for p in path.iterdir()
+                                 if p.suffix.lower() in IMAGE_SUFFIXES - {".svg"} and p.is_file()))
+        else:
+            photos.append(path)
+        if len(photos) > MAX_QUERY_PHOTOS:
+            raise ValueError(f"at most {MAX_QUERY_PHOTOS} photos per run. Received: more than that")
+    if not photos:
+        raise ValueError(f"no photos found in {', '.join(paths)}")
+    return photos
+
+
+def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        box = tuple(int(float(v)) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise ValueError(f"`--box` must be x0,y0,x1,y1 in pixels. Received: {text!r}")
+    return box  # type: ignore[return-value]
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    from imgsim.engine import Engine
-    from imgsim.images import decode_image
+    from imgsim.engine import Engine, decode_query
+    from imgsim.images import ImageDecodeError
 
     engine = Engine.open(resolve_catalog(args.catalog))
-    rgb = decode_image(args.image, max_side=448)
-    engine.warm_up()  # so the reported times are the query's, not the first graph trace
-    approaches = engine.approaches() if args.approach == "both" else [args.approach]
-    output = {}
+    photos = _query_photos(args.photos)
+    box = _parse_box(args.box)
+    chosen = _approach_list(args.approach)
+    approaches = engine.approaches() if chosen is None else list(chosen)
     for approach in approaches:
-        result = engine.search(rgb, approach, args.k, category=args.category)
-        output[approach] = {"metric": result.metric, "seconds": round(result.seconds, 4),
-                            "results": _result_rows(result)}
+        engine.model(approach)  # a missing approach fails before any photo is read
+    engine.warm_up()  # so the reported times are the queries', not the first graph trace
+    answers, failed = [], 0
+    for photo in photos:
+        answer: dict[str, Any] = {"photo": str(photo), "error": None, "approaches": {}}
+        try:
+            rgb = decode_query(photo)
+            for approach in approaches:
+                result = engine.search(rgb, approach, args.k, category=args.category, box=box)
+                answer["approaches"][approach] = {
+                    "label": result.label, "metric": result.metric,
+                    "seconds": round(result.seconds, 4), "results": _result_rows(result)}
+        except (ImageDecodeError, ValueError) as err:
+            answer["error"] = str(err)
+            print(f"imgsim query: error: {err}", file=sys.stderr)
+            failed += 1
+        answers.append(answer)
     if args.json:
-        print(json.dumps(output, indent=2, default=str))
-        return 0
-    for approach, answer in output.items():
-        print(f"{approach} ({answer['metric']}, {answer['seconds'] * 1000:.0f} ms)")
-        for row in answer["results"]:
-            print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {row['name'][:60]}  [{row['category']}]")
+        print(json.dumps(answers, indent=2, default=str))
+    else:
+        for answer in answers:
+            if len(answers) > 1:
+                print(f"== {answer['photo']}" + (": could not be searched" if answer["error"] else ""))
+            for found in answer["approaches"].values():
+                print(f"{found['label']} ({found['metric']}, {found['seconds'] * 1000:.0f} ms)")
+                for row in found["results"]:
+                    print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {str(row['name'])[:60]}  "
+                          f"[{row['category']}]")
+    if failed:
+        if len(answers) > 1:
+            print(f"imgsim query: error: {failed} of {len(answers)} photos could not be searched",
+                  file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 
@@ -181,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"(chance precision {report['chance']:.3f})")
     k = report["k"]
     print(f"{'approach':<12} {'P@1':>7} {f'P@{k}':>7} {f'mAP@{k}':>7}")
-    for approach in ("pretrained", "autoencoder", "tuned"):
+    for approach in approaches_mod.names():
         if approach in report:
             s = report[approach]
             print(f"{approach:<12} {s['precision@1']:>7.3f} {s[f'precision@{k}']:>7.3f} {s[f'map@{k}']:>7.3f}"
@@ -196,9 +259,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     _print_summary(engine.catalog)
     for approach in engine.approaches():
         m = engine.store(approach).manifest
-        print(f"  {approach}: {m['model']} {m['dim']}-d, {m['count']} rows, {m['metric']}")
+        print(f"  {approach}: {engine.label(approach)}, {m['dim']}-d, {m['count']} rows, {m['metric']}")
     for approach, why in engine.unavailable().items():
-        print(f"  {approach}: unavailable ({why})")
+        print(f"  {approach}: unavailable ({why}); build it with: python -m imgsim build "
+              f"{engine.catalog.manifest.get('source')} --out {engine.catalog.root} --approaches {approach}")
     return 0
 
 
@@ -210,14 +274,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit code 2, like the others."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"imgsim: error: {message} (see: {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m imgsim``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m imgsim",
         description="Image similarity search for product catalogues: a pretrained CNN and an "
                     "autoencoder trained on the catalogue.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("ingest", help="import images into a catalogue (no models)",
                        description="Import a folder of images, a Flipkart-style CSV of image URLs, or the "
@@ -234,8 +305,9 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Ingest SOURCE, train the autoencoder, and index with each approach; "
                                    "re-running skips what is up to date and redoes what is stale.")
     _add_source_args(p)
-    p.add_argument("--approaches", default="pretrained,autoencoder",
-                   help="comma-separated: pretrained, autoencoder, tuned (default pretrained,autoencoder)")
+    p.add_argument("--approaches", default="all",
+                   help=f"comma-separated subset of {', '.join(approaches_mod.names())}, or 'all' (default: "
+                        "every approach that applies; tuned needs labels or categories that repeat)")
     p.add_argument("--extractor", default="efficientnet_lite0",
                    choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1"],
                    help="pretrained CNN (default efficientnet_lite0; lite1/lite2 need their pip packages, "
@@ -245,16 +317,26 @@ def make_parser() -> argparse.ArgumentParser:
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("train", help="(re)train a catalogue's autoencoder and re-index it")
+    p = sub.add_parser("train", help="retrain a catalogue's autoencoder (or refit tuned) and re-index it",
+                       description="Adding or removing items never retrains: new items are embedded with "
+                                   "the model as it is. Retrain here when `info` says the catalogue has drifted.")
     p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("--approach", choices=["autoencoder", "tuned"], default="autoencoder",
+                   help="what to retrain (default autoencoder)")
+    p.add_argument("--label-column", help="for tuned: the column to fit on (default label, else category)")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("query", help="the items most similar to an image")
+    p = sub.add_parser("query", help="the items most similar to one or more photos")
     p.add_argument("catalog", help="catalogue directory or name")
-    p.add_argument("image", help="an image file (JPEG, PNG, WebP, HEIC, ...)")
+    p.add_argument("photos", nargs="+", metavar="PHOTO",
+                   help="image files (JPEG, PNG, WebP, HEIC, ...) or folders of them; one process "
+                        "answers them all")
     p.add_argument("--approach", default="pretrained",
-                   choices=["pretrained", "autoencoder", "tuned", "both"])
+                   help=f"one of {', '.join(approaches_mod.names())}, a comma-separated list, or 'all' "
+                        "(default pretrained)")
+    p.add_argument("--box", help="search only this region of each photo: x0,y0,x1,y1 in pixels of the "
+                                 "photo decoded with its longest side at most 1024")
     p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
     p.add_argument("--category", help="only items of this category")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -1,14 +1,18 @@
 """One engine for the app and the command line.
 
 :class:`Engine` opens a catalogue with its stores and models once and answers ``search``,
-``compare`` and ``reconstruct``. Models load lazily on first use and are kept for the life of
-the engine; the Streamlit app keeps one engine per catalogue per process.
+``compare`` and ``reconstruct``. It only reads: building is :mod:`imgsim.build`'s job. Models
+load lazily on first use and are kept for the life of the engine; the Streamlit app keeps one
+engine per catalogue per process and shares it between sessions, so everything here is safe to
+call from several threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,20 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from imgsim import approaches as approaches_mod
+from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
 from imgsim.artifacts import ArtifactError
 from imgsim.catalog import Catalog
 from imgsim.images import ImageSource, decode_image, to_square
 from imgsim.search import Index, Metric
-from imgsim.store import Store, store_path
+from imgsim.store import Store
 
-PRETRAINED, AUTOENCODER, TUNED = "pretrained", "autoencoder", "tuned"
-APPROACHES = (PRETRAINED, AUTOENCODER, TUNED)
-APPROACH_LABELS = {
-    PRETRAINED: "Pretrained CNN (EfficientNet-Lite0)",
-    AUTOENCODER: "Autoencoder latent space",
-    TUNED: "Catalogue-tuned CNN features",
-}
-AUTOENCODER_DIR = Path("models") / "autoencoder"
+__all__ = ["AUTOENCODER", "PRETRAINED", "TUNED", "Engine", "Reconstruction", "SearchResult"]
+#: Largest side a query photo is decoded at (JPEG draft mode makes a 12 MP photo cheap).
+QUERY_MAX_SIDE = 1024
 
 
 @dataclasses.dataclass
@@ -42,8 +43,10 @@ class SearchResult:
             columns (``id``, ``name``, ``category``, ``label``, ``thumb_path``, metadata).
         query_image: The query as the model saw it, ``(S, S, 3)`` uint8.
         metric: ``cosine`` (score: higher is closer) or ``euclidean`` (score: a distance).
-        seconds: Wall time of embedding plus search.
+        seconds: Wall time from the query as given to the results: decoding (when the query was
+            bytes or a path), embedding and search.
         search_seconds: Wall time of the search step alone.
+        label: The approach's display label, naming the model that answered.
     """
 
     approach: str
@@ -52,11 +55,18 @@ class SearchResult:
     metric: str
     seconds: float
     search_seconds: float
+    label: str = ""
 
     @property
     def ids(self) -> list[str]:
         """Ids of the hits, best first."""
         return self.items["id"].tolist()
+
+    def label_precision(self, label: str, column: str = "label") -> float:
+        """The fraction of hits whose ``column`` equals ``label`` (0 when there are no hits)."""
+        if self.items.empty or column not in self.items:
+            return 0.0
+        return float((self.items[column] == label).mean())
 
 
 @dataclasses.dataclass
@@ -75,6 +85,50 @@ def _as_rgb(image: ImageSource | np.ndarray, max_side: int) -> np.ndarray:
     return image if isinstance(image, np.ndarray) else decode_image(image, max_side=max_side)
 
 
+def decode_query(image: ImageSource) -> np.ndarray:
+    """Decodes a query photo the way :meth:`Engine.search` does (longest side at most 1024).
+
+    Boxes given to ``search`` are in the pixels of this array.
+    """
+    return decode_image(image, max_side=QUERY_MAX_SIDE)
+
+
+def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The ``(x0, y0, x1, y1)`` region of ``rgb``, clipped to the image.
+
+    Raises:
+        ValueError: The box is empty or lies outside the image.
+    """
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
+    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
+    return rgb[y0:y1, x0:x1]
+
+
+def artifact_version(catalog: Catalog) -> str:
+    """Changes whenever the catalogue, one of its stores or one of its models is rewritten.
+
+    A cache key for anything derived from the catalogue's artifacts (the app's engine cache).
+    """
+    digest = hashlib.sha256(str(catalog.root.resolve()).encode())
+    files = [catalog.root / "manifest.json", *sorted(catalog.root.glob("stores/*/manifest.json")),
+             *sorted(catalog.root.glob("models/*/manifest.json"))]
+    for path in files:
+        try:
+            digest.update(f"{path.relative_to(catalog.root)}:{path.stat().st_mtime_ns}".encode())
+        except FileNotFoundError:
+            continue
+    return digest.hexdigest()[:16]
+
+
+def current_version(path: str | os.PathLike) -> str:
+    """:func:`artifact_version` of the catalogue at ``path`` without loading its items."""
+    return artifact_version(Catalog(Path(path), {}, pd.DataFrame()))
+
+
 class Engine:
     """A catalogue with its stores and models, loaded once.
 
@@ -90,6 +144,9 @@ class Engine:
         self._indexes: dict[tuple[str, str], Index] = {}
         self._models: dict[str, Any] = {}
         self._problems: dict[str, str] = {}
+        self._errors: pd.DataFrame | None = None
+        self._lock = threading.RLock()
+        self.version = artifact_version(catalog)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Engine:
@@ -99,48 +156,43 @@ class Engine:
     # -- what is available -------------------------------------------------------------------
 
     def approaches(self) -> list[str]:
-        """Approaches whose store is built and current for this catalogue."""
-        return [a for a in APPROACHES if self._store(a) is not None]
+        """Approaches whose store is built and current for this catalogue, in display order."""
+        return [a for a in approaches_mod.APPROACHES if self._store(a) is not None]
 
     def unavailable(self) -> dict[str, str]:
-        """For each approach that cannot be used, why (and how to fix it)."""
-        out = {}
-        for approach in APPROACHES:
-            if self._store(approach) is None:
-                out[approach] = self._problems.get(approach, "not built")
-        return out
+        """For each approach that cannot be used, why, in plain words."""
+        return {a: self._problems.get(a, "not built") for a in approaches_mod.APPROACHES
+                if self._store(a) is None}
+
+    def label(self, approach: str) -> str:
+        """The approach's display label, naming the model its store was built with."""
+        store = self._store(approach)
+        return approaches_mod.get(approach).label(store.manifest if store else None)
 
     def categories(self) -> list[str]:
         """The catalogue's non-empty categories, sorted."""
         return sorted(c for c in self.items["category"].unique() if c)
 
     def _store(self, approach: str) -> Store | None:
-        if approach in self._stores:
-            return self._stores[approach]
-        root = store_path(self.catalog, approach)
-        if not root.exists():
-            build = f"python -m imgsim build {self.catalog.manifest.get('source')} --out {self.catalog.root}"
-            if approach == TUNED:
-                labelled = (self.items["label"].fillna("") != "").sum() if "label" in self.items else 0
-                why = ("the catalogue has no labels to tune on" if labelled < 2
-                       else "not fitted yet")
-                self._problems[approach] = (f"{why}; with a label column: {build} "
-                                            "--approaches pretrained,autoencoder,tuned --label-column COL")
-            else:
-                self._problems[approach] = f"no {approach} store yet: {build}"
-            return None
-        try:
-            store = Store.load(root, self.catalog)
-        except ArtifactError as err:
-            self._problems[approach] = str(err)
-            return None
-        self._stores[approach] = store
-        return store
+        with self._lock:
+            if approach in self._stores:
+                return self._stores[approach]
+            spec = approaches_mod.get(approach)
+            root = spec.store_dir(self.catalog)
+            if not root.exists():
+                self._problems[approach] = spec.not_built_reason(self.catalog)
+                return None
+            try:
+                store = Store.load(root, self.catalog)
+            except ArtifactError as err:
+                self._problems[approach] = str(err)
+                return None
+            self._stores[approach] = store
+            return store
 
     def store(self, approach: str) -> Store:
         """The store of ``approach``; raises ``ValueError`` saying why it is unavailable."""
-        if approach not in APPROACHES:
-            raise ValueError(f"`approach` must be one of {', '.join(APPROACHES)}. Received: {approach!r}")
+        approaches_mod.get(approach)
         store = self._store(approach)
         if store is None:
             raise ValueError(f"{approach} is not available for {self.catalog.name}: {self._problems[approach]}")
@@ -151,9 +203,10 @@ class Engine:
         store = self.store(approach)
         metric = Metric(metric or store.manifest.get("metric", "cosine"))
         key = (approach, metric.value)
-        if key not in self._indexes:
-            self._indexes[key] = Index(store.embeddings, metric)
-        return self._indexes[key]
+        with self._lock:
+            if key not in self._indexes:
+                self._indexes[key] = Index(store.embeddings, metric)
+            return self._indexes[key]
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -164,27 +217,16 @@ class Engine:
             ValueError: The approach has no store.
             imgsim.store.StoreMismatchError: The model on disk is not the one the store was built with.
         """
-        if approach in self._models:
-            return self._models[approach]
-        store = self.store(approach)
-        manifest = store.manifest
-        if approach == PRETRAINED:
-            from imgsim.features import ExtractorOptions, load_extractor
+        with self._lock:
+            if approach in self._models:
+                return self._models[approach]
+            store = self.store(approach)
+            model = approaches_mod.get(approach).load_model(self.catalog, store.manifest, self.model)
+            from imgsim.store import model_spec
 
-            model = load_extractor(manifest["model"], ExtractorOptions(**manifest["options"]))
-        elif approach == AUTOENCODER:
-            from imgsim.autoencoder import Autoencoder
-
-            model = Autoencoder.load(self.catalog.root / AUTOENCODER_DIR)
-        else:
-            from imgsim.tuned import TunedExtractor
-
-            model = TunedExtractor.load(self.catalog.root / "models" / "tuned", self.model(PRETRAINED))
-        from imgsim.store import model_spec
-
-        Store.load(store.root, self.catalog, model_spec(approach, model))
-        self._models[approach] = model
-        return model
+            Store.load(store.root, self.catalog, model_spec(approach, model))
+            self._models[approach] = model
+            return model
 
     def warm_up(self) -> None:
         """Loads every available approach's model and runs it once, so the first query is fast.
@@ -222,26 +264,32 @@ class Engine:
         category: str | None = None,
         exclude_id: str | None = None,
         metric: str | None = None,
+        box: tuple[int, int, int, int] | None = None,
     ) -> SearchResult:
         """The ``k`` catalogue items most similar to ``image``.
 
         Args:
             image: A path, bytes, file object, or an already decoded ``(H, W, 3)`` uint8 array.
-            approach: ``pretrained``, ``autoencoder`` or ``tuned``.
+            approach: A name from :data:`imgsim.approaches.APPROACHES`.
             k: Number of results (fewer if the catalogue or filter has fewer items).
             category: Only items of this category.
             exclude_id: Leave this item out (a catalogue item used as the query).
             metric: Override the store's metric (``cosine`` or ``euclidean``).
+            box: Search with this region of the image only: ``(x0, y0, x1, y1)`` in the pixels of
+                the decoded image (see :func:`decode_query`).
 
         Raises:
             imgsim.images.ImageDecodeError: The image cannot be decoded.
-            ValueError: Bad ``k``, unknown approach or category, or the approach is unavailable.
+            ValueError: Bad ``k`` or ``box``, unknown approach or category, or the approach is
+                unavailable.
         """
         if k <= 0:
             raise ValueError(f"`k` must be >= 1. Received: k={k}")
         model = self.model(approach)
         started = time.perf_counter()
-        rgb = _as_rgb(image, 2 * model.image_size)
+        rgb = _as_rgb(image, QUERY_MAX_SIDE)
+        if box is not None:
+            rgb = crop(rgb, box)
         square = to_square(rgb, model.image_size)
         vector = model.embed(square[None])[0]
         return self._search_vector(approach, vector, square, k, category, exclude_id, metric, started)
@@ -270,7 +318,8 @@ class Engine:
         hits = index.search(vector[None], k, mask=self._mask(category), exclude=exclude)
         search_seconds = time.perf_counter() - t0
         return SearchResult(approach, self._hits_frame(hits.rows[0], hits.scores[0]), square,
-                            index.metric.value, time.perf_counter() - started, search_seconds)
+                            index.metric.value, time.perf_counter() - started, search_seconds,
+                            self.label(approach))
 
     def compare(self, image: ImageSource | np.ndarray, k: int = 10, *,
                 approaches: list[str] | None = None, row: int | None = None,
@@ -287,7 +336,7 @@ class Engine:
         approaches = approaches or self.approaches()
         if row is not None:
             return {a: self.search_item(row, a, k, category=category) for a in approaches}
-        rgb = _as_rgb(image, 448)
+        rgb = _as_rgb(image, QUERY_MAX_SIDE)
         return {a: self.search(rgb, a, k, category=category) for a in approaches}
 
     def reconstruct(self, image: ImageSource | np.ndarray | None = None, *,
@@ -297,7 +346,7 @@ class Engine:
         if row is not None:
             square = self.catalog.load_square(row, model.image_size)
         else:
-            rgb = _as_rgb(image, 2 * model.image_size)
+            rgb = _as_rgb(image, QUERY_MAX_SIDE)
             square = to_square(rgb, model.image_size)
         recon, mse, psnr = model.errors(square[None])
         error = np.abs(recon[0] - square.astype(np.float32) / 255.0).mean(axis=2)
@@ -305,31 +354,39 @@ class Engine:
                               float(mse[0]), float(psnr[0]))
 
     def reconstruction_errors(self, batch_size: int = 64) -> pd.DataFrame:
-        """Per-item reconstruction MSE and PSNR over the whole catalogue (cached on disk).
+        """Per-item reconstruction MSE and PSNR over the whole catalogue (computed once per engine).
 
         Returns:
             A frame with ``row``, ``id``, ``name``, ``category``, ``mse``, ``psnr``.
         """
+        from imgsim.autoencoder import psnr
         from imgsim.store import iter_batches
 
         model = self.model(AUTOENCODER)
-        cache = self.catalog.root / AUTOENCODER_DIR / "errors.parquet"
-        if cache.exists():
-            frame = pd.read_parquet(cache)
-            if len(frame) == len(self.items) and frame["id"].tolist() == self.items["id"].tolist():
-                return frame
-        mses = []
-        for batch in iter_batches(self.catalog.thumb_paths(), model.image_size, batch_size):
-            mses.append(model.errors(batch)[1])
-        mse = np.concatenate(mses)
-        from imgsim.autoencoder import psnr
+        with self._lock:
+            if self._errors is None:
+                mse = np.concatenate([model.errors(batch)[1] for batch in
+                                      iter_batches(self.catalog.thumb_paths(), model.image_size, batch_size)])
+                self._errors = pd.DataFrame({
+                    "row": np.arange(len(mse)), "id": self.items["id"], "name": self.items["name"],
+                    "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
+            return self._errors.copy()
 
-        frame = pd.DataFrame({"row": np.arange(len(mse)), "id": self.items["id"], "name": self.items["name"],
-                              "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
-        tmp = cache.with_name(".errors.tmp.parquet")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, cache)
-        return frame
+    def embedding_map(self, approach: str, limit: int = 3000, seed: int = 0) -> pd.DataFrame:
+        """A 2-D PCA of up to ``limit`` items' embeddings, for a scatter plot.
+
+        Returns:
+            A frame with ``x``, ``y``, ``row`` and ``category`` (``(none)`` when empty).
+        """
+        if limit < 2:
+            raise ValueError(f"`limit` must be >= 2. Received: limit={limit}")
+        x = np.asarray(self.store(approach).embeddings, dtype=np.float64)
+        rows = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+        x = x[rows] - x[rows].mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T if vt.shape[0] >= 2 else np.zeros((len(rows), 2))
+        return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "row": rows,
+                             "category": self.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
 
     # -- evaluation -------------------------------------------------------------------------------
 
@@ -356,7 +413,7 @@ class Engine:
             ``{"k", "label_column", "n", "chance", <approach>: {"precision@1", "precision@k",
             "map@k", ["curve"]}}``.
         """
-        from imgsim.evaluate import chance_precision, evaluate_embeddings
+        from imgsim.evaluate import chance_precision
 
         if k <= 0:
             raise ValueError(f"`k` must be >= 1. Received: k={k}")
@@ -367,14 +424,10 @@ class Engine:
             raise ValueError(f"catalogue {self.catalog.name} has fewer than 2 items labelled by {column!r}")
         report: dict[str, Any] = {"k": k, "label_column": column, "n": n_labelled,
                                   "chance": chance_precision(labels)}
-        for approach in approaches or self.approaches():
-            store = self.store(approach)
-            if approach == TUNED:  # never scored on items whose labels fitted the projection
-                from imgsim.tuned import cross_validated_scores
+        def embeddings_of(name: str) -> np.ndarray:
+            return np.asarray(self.store(name).embeddings)
 
-                report[approach] = cross_validated_scores(
-                    np.asarray(self.store(PRETRAINED).embeddings), labels, k, curve_k=curve_k)
-                continue
-            report[approach] = evaluate_embeddings(np.asarray(store.embeddings), labels, k,
-                                                   store.manifest.get("metric", "cosine"), curve_k=curve_k)
+        for approach in approaches or self.approaches():
+            metric = self.store(approach).manifest.get("metric", "cosine")
+            report[approach] = approaches_mod.get(approach).evaluate(embeddings_of, labels, k, metric, curve_k)
         return report

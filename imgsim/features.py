@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import os
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from imgsim.artifacts import cache_dir, sha256_file
+from imgsim.artifacts import cache_dir, sha256_file, sha256_text
 
 DEFAULT_EXTRACTOR = "efficientnet_lite0"
 EXTRACTORS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1")
@@ -67,6 +68,24 @@ LITE_SPECS = {
 }
 LITE_BN_EPSILON = 1e-3  # the TensorFlow checkpoints' value; PyTorch's default 1e-5 is wrong here
 LITE_MEAN, LITE_STD = 127.0, 128.0  # input scaling (x - 127) / 128, not ImageNet mean/std
+LITE_PADDING = "same"  # TensorFlow's SAME: the extra pixel goes bottom/right
+# Bump when the PyTorch -> Keras weight mapping changes: converted weights and stores go stale.
+LITE_CONVERSION_VERSION = 1
+
+
+def lite_fingerprint(spec: LiteSpec, weights_sha256: str) -> str:
+    """What determines a Lite extractor's vectors: its weights file and every code-level setting.
+
+    A change to the BatchNorm epsilon, padding, input scaling, input size, architecture or the
+    weight conversion changes the fingerprint, so cached converted weights and every store built
+    with the old settings are refused instead of silently reused.
+    """
+    settings = {
+        "spec": dataclasses.asdict(spec), "kernels": LITE_STAGE_KERNELS, "strides": LITE_STAGE_STRIDES,
+        "expand": LITE_STAGE_EXPAND, "bn_epsilon": LITE_BN_EPSILON, "mean": LITE_MEAN, "std": LITE_STD,
+        "padding": LITE_PADDING, "conversion": LITE_CONVERSION_VERSION,
+    }
+    return sha256_text(weights_sha256, json.dumps(settings, sort_keys=True))
 
 
 class ExtractorUnavailableError(RuntimeError):
@@ -148,7 +167,7 @@ def build_lite_backbone(spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]):
     def bn(name: str):
         return layers.BatchNormalization(epsilon=LITE_BN_EPSILON, name=name)
 
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding=LITE_PADDING, use_bias=False, name="stem_conv")(x)
     x = layers.ReLU(6.0, name="stem_relu")(bn("stem_bn")(x))
     block, channels = 0, 32
     for kernel, stride, expand, out_channels, repeats in spec.stages:
@@ -157,20 +176,20 @@ def build_lite_backbone(spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]):
             shortcut = x
             p = f"block{block}_"
             if expand != 1:
-                x = layers.Conv2D(channels * expand, 1, padding="same", use_bias=False,
+                x = layers.Conv2D(channels * expand, 1, padding=LITE_PADDING, use_bias=False,
                                   name=p + "expand_conv")(x)
                 x = layers.ReLU(6.0, name=p + "expand_relu")(bn(p + "expand_bn")(x))
-            x = layers.DepthwiseConv2D(kernel, strides=s, padding="same", use_bias=False,
+            x = layers.DepthwiseConv2D(kernel, strides=s, padding=LITE_PADDING, use_bias=False,
                                        name=p + "dwconv")(x)
             x = layers.ReLU(6.0, name=p + "dw_relu")(bn(p + "dw_bn")(x))
-            x = layers.Conv2D(out_channels, 1, padding="same", use_bias=False,
+            x = layers.Conv2D(out_channels, 1, padding=LITE_PADDING, use_bias=False,
                               name=p + "project_conv")(x)
             x = bn(p + "project_bn")(x)
             if s == 1 and channels == out_channels and expand != 1:
                 x = layers.Add(name=p + "add")([shortcut, x])
             channels = out_channels
             block += 1
-    x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = layers.Conv2D(1280, 1, padding=LITE_PADDING, use_bias=False, name="head_conv")(x)
     x = layers.ReLU(6.0, name="head_relu")(bn("head_bn")(x))
     return keras.Model(inputs, x, name=f"{spec.name}_backbone")
 
@@ -235,13 +254,13 @@ def build_lite_classifier(name: str = "efficientnet_lite0"):
     the source file, so only the first call converts.
 
     Returns:
-        ``(model, source_sha256)``; ``model`` maps ``(N, S, S, 3)`` uint8 to
+        ``(model, fingerprint)`` (see :func:`lite_fingerprint`); ``model`` maps ``(N, S, S, 3)`` uint8 to
         ``[(N, 1280) pooled features, (N, 1000) logits]``.
     """
     keras = _keras()
     spec = LITE_SPECS[name]
     source = lite_source_file(spec)
-    digest = sha256_file(source)
+    digest = lite_fingerprint(spec, sha256_file(source))
     backbone = build_lite_backbone(spec)
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     logits = keras.layers.Dense(1000, name="predictions")(pooled)
@@ -374,7 +393,7 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
         )(inputs)
         fc1 = keras.Model(vgg.input, vgg.get_layer("fc1").output)(x)
         model = keras.Model(inputs, fc1, name="vgg16_fc1")
-        digest = sha256_file(weights_path) if weights_path else "random-weights"
+        digest = sha256_text(sha256_file(weights_path) if weights_path else "random-weights", "caffe-bgr-v1")
         return KerasExtractor(name, model, 224, digest, options)
     raise ValueError(f"`name` must be one of {', '.join(EXTRACTORS)}. Received: name={name!r}")
 
@@ -387,3 +406,32 @@ def vgg16_weights_path() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def build_lite_feature_map(name: str = DEFAULT_EXTRACTOR, input_size: int | None = None):
+    """EfficientNet-Lite's head activation before pooling, at another input size, with weights.
+
+    The same layers and ImageNet weights as :func:`load_extractor` (copied from the cached
+    classifier), so average-pooling the whole map of a ``(224, 224)`` input gives the extractor's
+    vector, and pooling a region of a larger input gives a vector in the same space.
+
+    Args:
+        name: An EfficientNet-Lite extractor name.
+        input_size: Side of the square input, or ``None`` for any height and width.
+
+    Returns:
+        ``(model, source_sha256)``; ``model`` maps ``(N, H, W, 3)`` uint8 to the
+        ``(N, ceil(H / 32), ceil(W / 32), 1280)`` head activation.
+
+    Raises:
+        ValueError: ``name`` is not an EfficientNet-Lite.
+        ExtractorUnavailableError: The weights are not on this machine.
+    """
+    if name not in LITE_SPECS:
+        raise ValueError(f"`name` must be one of {', '.join(LITE_SPECS)}. Received: name={name!r}")
+    classifier, digest = build_lite_classifier(name)
+    backbone = build_lite_backbone(dataclasses.replace(LITE_SPECS[name], input_size=input_size))
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(classifier.get_layer(layer.name).get_weights())
+    return backbone, digest

@@ -7,10 +7,13 @@ Layout::
                         dim, image size, item count, metric, catalogue fingerprint, versions
       embeddings.npy    (N, dim) float32, row i = row i of ``Catalog.ok``
       ids.npy           (N,) unicode item ids, to check that alignment
+      keys.npy          (N,) unicode "id<TAB>content hash" per row: what each vector was made from
 
-A build writes chunks into ``.<approach>.partial/`` (so an interrupted build resumes where it
-stopped), then assembles the store in a temporary directory that is renamed into place: a build
-killed at any point leaves the previous store loadable.
+A build reuses every row of the previous store whose key is unchanged (same item, same image
+bytes) when the model is the same, so adding, changing or removing a few items embeds only those.
+It writes the newly embedded rows in chunks into ``.<approach>.partial/`` (so an interrupted
+build resumes where it stopped), then assembles the store in a temporary directory that is
+renamed into place: a build killed at any point leaves the previous store loadable.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import numpy as np
 
 from imgsim.artifacts import (
     ArtifactError,
-    atomic_directory,
-    library_versions,
-    now_iso,
+    ArtifactMismatchError,
+    load_artifact,
     read_manifest,
+    write_artifact,
     write_json_atomic,
 )
 from imgsim.catalog import Catalog
@@ -38,19 +41,26 @@ from imgsim.images import load_square
 from imgsim.progress import Progress, silent
 
 KIND = "embedding_store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys.npy, rows reused across builds
 CHUNK_ROWS = 1024
 # The fields that must match between a store and the model it is queried with.
 MODEL_FIELDS = ("approach", "model", "fingerprint", "options", "dim", "image_size")
 
 
-class StoreMismatchError(ArtifactError):
+class StoreMismatchError(ArtifactMismatchError):
     """A store was built for another model, options or catalogue; the message says which."""
 
 
 def store_path(catalog: Catalog, approach: str) -> Path:
     """``CATALOG/stores/<approach>``."""
     return catalog.root / "stores" / approach
+
+
+def row_keys(catalog: Catalog) -> np.ndarray:
+    """What each ingested item's vector is made from: ``id<TAB>sha256`` (or its source)."""
+    ok = catalog.ok
+    content = ok["sha256"] if "sha256" in ok.columns else ok["source"]
+    return np.array([f"{i}\t{c}" for i, c in zip(ok["id"], content)], dtype=str)
 
 
 def model_spec(approach: str, extractor: Extractor) -> dict[str, Any]:
@@ -90,21 +100,14 @@ class Store:
             StoreMismatchError: It was built for another catalogue state, model or options.
         """
         root = Path(root)
-        manifest = read_manifest(root, KIND)
-        rebuild = f"rebuild it with: python -m imgsim build {manifest.get('source', 'SOURCE')} --out {root.parent.parent}"
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise StoreMismatchError(f"store {root.name} has format {manifest.get('format_version')}, "
-                                f"expected {FORMAT_VERSION}; {rebuild}")
-        for field, value in (expect or {}).items():
-            if manifest.get(field) != value:
-                raise StoreMismatchError(
-                    f"store {root.name} was built with {field}={manifest.get(field)!r} but the "
-                    f"model now has {field}={value!r}; {rebuild}"
-                )
+        try:
+            manifest = load_artifact(root, KIND, FORMAT_VERSION, expect=expect, verify=False)
+        except ArtifactMismatchError as err:
+            raise StoreMismatchError(f"store {root.name} does not fit the model: {err}") from err
         if catalog is not None and manifest.get("catalog_fingerprint") != catalog.fingerprint:
             raise StoreMismatchError(
                 f"store {root.name} was built for another version of catalogue {catalog.name} "
-                f"({manifest.get('count')} items, now {len(catalog.ok)}); {rebuild}"
+                f"({manifest.get('count')} items, now {len(catalog.ok)}); rebuild it"
             )
         embeddings = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         ids = np.load(root / "ids.npy", allow_pickle=False)
@@ -143,6 +146,23 @@ def iter_batches(paths: list[Path], size: int, batch_size: int,
             yield future.result()
 
 
+def previous_rows(catalog: Catalog, approach: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Rows of the catalogue's current store for ``approach`` that a rebuild may reuse.
+
+    Only a store built with the same model (``spec``, see :func:`model_spec`) counts, whatever
+    catalogue state it was built for.
+
+    Returns:
+        ``{row key: vector}`` (empty when there is no such store).
+    """
+    try:
+        old = Store.load(store_path(catalog, approach), None, spec)
+        keys = np.load(old.root / "keys.npy", allow_pickle=False)
+    except (ArtifactError, OSError, ValueError):
+        return {}
+    return dict(zip(keys.tolist(), old.embeddings))
+
+
 def build_store(
     catalog: Catalog,
     approach: str,
@@ -153,10 +173,12 @@ def build_store(
     chunk_rows: int = CHUNK_ROWS,
     progress: Progress = silent,
 ) -> Store:
-    """Embeds every ingested item of ``catalog`` and writes the store for ``approach``.
+    """Embeds the catalogue's ingested items and writes the store for ``approach``.
 
-    Chunks of ``chunk_rows`` rows are kept in a partial directory until the store is complete,
-    so re-running after an interruption embeds only the missing chunks.
+    Rows of the previous store whose item and image bytes are unchanged are reused when it was
+    built with the same model; only new and changed items are embedded. Those are embedded in
+    chunks of ``chunk_rows`` kept in a partial directory until the store is complete, so
+    re-running after an interruption embeds only the missing chunks.
 
     Args:
         catalog: The catalogue (its thumbnails are read).
@@ -168,15 +190,18 @@ def build_store(
         progress: Called after each batch.
 
     Returns:
-        The new :class:`Store`.
+        The new :class:`Store`; its manifest's ``reused_rows`` says how many rows were kept.
     """
     if chunk_rows < 1 or batch_size < 1:
         raise ValueError(f"`chunk_rows` and `batch_size` must be >= 1. Received: {chunk_rows}, {batch_size}")
     if len(catalog.ok) == 0:
         raise ValueError(f"catalogue {catalog.name} has no ingested items to embed")
     final = store_path(catalog, approach)
-    spec = {**model_spec(approach, extractor), "catalog_fingerprint": catalog.fingerprint,
-            "chunk_rows": chunk_rows}
+    model = model_spec(approach, extractor)
+    keys = row_keys(catalog)
+    reuse = previous_rows(catalog, approach, model)
+    todo = [i for i, key in enumerate(keys) if key not in reuse]
+    spec = {**model, "catalog_fingerprint": catalog.fingerprint, "chunk_rows": chunk_rows}
     partial = final.with_name(f".{approach}.partial")
     if partial.exists():
         try:
@@ -188,28 +213,34 @@ def build_store(
     write_json_atomic(partial / "manifest.json", {"kind": "partial_store", "spec": spec})
 
     paths = catalog.thumb_paths()
-    n_chunks = (len(paths) + chunk_rows - 1) // chunk_rows
-    done = 0
+    n_chunks = (len(todo) + chunk_rows - 1) // chunk_rows
+    done = len(keys) - len(todo)
+    progress(done, len(keys), f"{done} unchanged rows reused")
     for c in range(n_chunks):
-        rows = paths[c * chunk_rows:(c + 1) * chunk_rows]
+        rows = [paths[i] for i in todo[c * chunk_rows:(c + 1) * chunk_rows]]
         chunk_file = partial / f"chunk_{c:05d}.npy"
         if chunk_file.exists():
             done += len(rows)
-            progress(done, len(paths), f"chunk {c + 1}/{n_chunks} already embedded")
+            progress(done, len(keys), f"chunk {c + 1}/{n_chunks} already embedded")
             continue
         parts = []
         for batch in iter_batches(rows, extractor.image_size, batch_size):
             parts.append(np.asarray(extractor.embed(batch), dtype=np.float32))
             done += len(batch)
-            progress(done, len(paths), f"chunk {c + 1}/{n_chunks}")
+            progress(done, len(keys), f"chunk {c + 1}/{n_chunks}")
         tmp = partial / f".chunk_{c:05d}.tmp.npy"
         np.save(tmp, np.concatenate(parts), allow_pickle=False)
         os.replace(tmp, chunk_file)
 
-    embeddings = np.concatenate(
-        [np.load(partial / f"chunk_{c:05d}.npy", allow_pickle=False) for c in range(n_chunks)]
-    )
-    store = write_store(catalog, approach, extractor, embeddings, metric=metric)
+    embeddings = np.empty((len(keys), extractor.dim), np.float32)
+    if todo:
+        embeddings[todo] = np.concatenate(
+            [np.load(partial / f"chunk_{c:05d}.npy", allow_pickle=False) for c in range(n_chunks)])
+    for i, key in enumerate(keys):
+        if key in reuse:
+            embeddings[i] = reuse[key]
+    store = write_store(catalog, approach, extractor, embeddings, metric=metric,
+                        extra={"reused_rows": len(keys) - len(todo)})
     shutil.rmtree(partial, ignore_errors=True)
     return store
 
@@ -238,13 +269,13 @@ def write_store(catalog: Catalog, approach: str, extractor: Extractor, embedding
         "count": int(embeddings.shape[0]),
         "catalog_fingerprint": catalog.fingerprint,
         "source": catalog.manifest.get("source"),
-        "created": now_iso(),
-        "library_versions": library_versions(),
         **(extra or {}),
     }
-    final = store_path(catalog, approach)
-    with atomic_directory(final) as tmp_dir:
-        np.save(tmp_dir / "embeddings.npy", embeddings, allow_pickle=False)
-        np.save(tmp_dir / "ids.npy", catalog.ok["id"].to_numpy(dtype=str), allow_pickle=False)
-        write_json_atomic(tmp_dir / "manifest.json", manifest)
-    return Store.load(final, catalog, model_spec(approach, extractor))
+
+    def write(tmp: Path) -> None:
+        np.save(tmp / "embeddings.npy", embeddings, allow_pickle=False)
+        np.save(tmp / "ids.npy", catalog.ok["id"].to_numpy(dtype=str), allow_pickle=False)
+        np.save(tmp / "keys.npy", row_keys(catalog), allow_pickle=False)
+
+    write_artifact(store_path(catalog, approach), manifest, write, hash_files=False)
+    return Store.load(store_path(catalog, approach), catalog, model_spec(approach, extractor))

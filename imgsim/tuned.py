@@ -18,16 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import (
-    ArtifactError,
-    atomic_directory,
-    library_versions,
-    now_iso,
-    read_manifest,
-    sha256_file,
-    sha256_text,
-    write_json_atomic,
-)
+from imgsim.artifacts import ArtifactMismatchError, load_artifact, sha256_text, write_artifact
 
 KIND = "tuned_projection"
 FORMAT_VERSION = 1
@@ -149,13 +140,16 @@ class TunedExtractor:
         """Loads a saved projection on top of ``base``.
 
         Raises:
-            ArtifactError: Missing, damaged, or fitted on another base extractor.
+            ArtifactError: Missing, of another format, or damaged.
+            ArtifactMismatchError: Fitted on other pretrained features.
         """
         root = Path(root)
-        manifest = read_manifest(root, KIND)
-        if manifest.get("base_fingerprint") != base.fingerprint or manifest.get("base_options") != base.options:
-            raise ArtifactError(f"{root}: the projection was fitted on other pretrained features; "
-                                "rebuild with: python -m imgsim build ... --approaches pretrained,tuned")
+        try:
+            manifest = load_artifact(root, KIND, FORMAT_VERSION, expect={
+                "base_fingerprint": base.fingerprint, "base_options": dict(base.options)})
+        except ArtifactMismatchError as err:
+            raise ArtifactMismatchError(f"the tuned projection was fitted on other pretrained features "
+                                        f"and must be refitted ({err})") from err
         matrix = np.load(root / "projection.npy", allow_pickle=False)
         mean = np.load(root / "mean.npy", allow_pickle=False)
         return cls(root, manifest, Projection(matrix, mean, tuple(manifest["classes"])), base)
@@ -167,7 +161,7 @@ class TunedExtractor:
 
 def save_projection(root: Path, projection: Projection, base, label_column: str,
                     fitted_ids: list[str], seconds: float) -> None:
-    """Writes ``models/tuned`` atomically."""
+    """Writes ``models/tuned`` atomically (see :func:`imgsim.artifacts.write_artifact`)."""
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -184,51 +178,20 @@ def save_projection(root: Path, projection: Projection, base, label_column: str,
         "base_fingerprint": base.fingerprint,
         "base_options": dict(base.options),
         "fit_seconds": round(seconds, 3),
-        "created": now_iso(),
-        "library_versions": library_versions(),
+        # What determines the tuned vectors: the projection and the features it applies to.
+        "fingerprint": sha256_text(base.fingerprint, hash_array(projection.matrix), hash_array(projection.mean)),
     }
-    with atomic_directory(root) as tmp:
+
+    def write(tmp: Path) -> None:
         np.save(tmp / "projection.npy", projection.matrix, allow_pickle=False)
         np.save(tmp / "mean.npy", projection.mean, allow_pickle=False)
-        manifest["fingerprint"] = sha256_text(sha256_file(tmp / "projection.npy"), sha256_file(tmp / "mean.npy"))
-        write_json_atomic(tmp / "manifest.json", manifest)
+
+    write_artifact(root, manifest, write)
 
 
-def build_tuned(catalog, label_column: str) -> str:
-    """Fits the projection on the catalogue's labels and writes the ``tuned`` store.
+def hash_array(array: np.ndarray) -> str:
+    """The sha256 of an array's dtype, shape and bytes."""
+    import hashlib
 
-    Returns:
-        One line saying what was done (or why nothing was).
-
-    Raises:
-        ValueError: The label column is missing, or too few labels repeat.
-    """
-    import time
-
-    from imgsim.engine import PRETRAINED, TUNED
-    from imgsim.features import ExtractorOptions, load_extractor
-    from imgsim.store import Store, is_current, model_spec, store_path, write_store
-
-    if label_column not in catalog.ok.columns:
-        raise ValueError(f"catalogue {catalog.name} has no column {label_column!r} to tune on")
-    base_store = Store.load(store_path(catalog, PRETRAINED), catalog)
-    base = load_extractor(base_store.manifest["model"], ExtractorOptions(**base_store.manifest["options"]))
-    root = catalog.root / "models" / "tuned"
-    labels = catalog.ok[label_column].fillna("").astype(str).to_numpy()
-    try:
-        current = TunedExtractor.load(root, base)
-        if (current.manifest["label_column"] == label_column
-                and current.manifest["fitted_ids_fingerprint"] == sha256_text(*catalog.ok["id"][usable_labels(labels)])
-                and is_current(catalog, TUNED, model_spec(TUNED, current))):
-            return "tuned: projection and store up to date"
-    except ArtifactError:
-        pass
-    started = time.perf_counter()
-    features = np.asarray(base_store.embeddings)
-    projection = fit_projection(features, labels)
-    seconds = time.perf_counter() - started
-    save_projection(root, projection, base, label_column, catalog.ok["id"][usable_labels(labels)].tolist(), seconds)
-    tuned = TunedExtractor.load(root, base)
-    write_store(catalog, TUNED, tuned, projection.apply(features))
-    return (f"tuned: LDA on {label_column!r} ({len(projection.classes)} classes) to {tuned.dim} dims "
-            f"in {seconds:.1f} s")
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()

@@ -217,6 +217,75 @@ def built_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path) -> P
     from imgsim.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("catalogs") / "shop"
-    options = BuildOptions(autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2))
+    options = BuildOptions(approaches=("pretrained", "autoencoder"),
+                           autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2))
     build(str(shop_dir), out, options)
     return out
+
+
+@pytest.fixture
+def allow_private_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lets downloads reach the 127.0.0.1 test servers (imgsim refuses loopback by default)."""
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    """Servers that misbehave on purpose: drip feeds and redirects elsewhere."""
+
+    image = jpeg_bytes(solid((30, 30, 200)))
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _drip(self, data: bytes, delay: float) -> None:
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(delay)
+        except OSError:  # the client gave up, as it should
+            pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path, _, query = self.path.partition("?")
+        if path == "/drip-length.jpg":  # 1 byte a second, with an honest Content-Length
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(self.image)))
+            self.end_headers()
+            self._drip(self.image, 1.0)
+        elif path == "/drip-close.jpg":  # 1 byte a second, delimited by closing the connection
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            self._drip(self.image, 1.0)
+        elif path == "/drip-headers.jpg":  # even the status line arrives a byte a second
+            self._drip(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n" + b"X: y\r\n" * 1000, 1.0)
+        elif path == "/redirect":  # Location taken from the query string, verbatim
+            from urllib.parse import unquote
+
+            self.send_response(302)
+            self.send_header("Location", unquote(query))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/ok.jpg":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(self.image)))
+            self.end_headers()
+            self.wfile.write(self.image)
+        else:
+            self.send_error(404)
+
+
+@pytest.fixture(scope="session")
+def hostile_server():
+    """A misbehaving HTTP server on 127.0.0.1; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

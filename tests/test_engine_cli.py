@@ -52,9 +52,11 @@ def test_tuned_is_unavailable_with_a_reason(engine):
 
 def test_cli_query_and_evaluate_json(built_catalog, shop_dir, capsys):
     assert main(["query", str(built_catalog), str(shop_dir / "blues" / "blue_0.png"), "-k", "2", "--json",
-                 "--approach", "both"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in out["pretrained"]["results"]][0] == "blue 0"
+                 "--approach", "all"]) == 0
+    [out] = json.loads(capsys.readouterr().out)
+    assert set(out["approaches"]) == {"pretrained", "autoencoder"} and out["error"] is None
+    assert [r["name"] for r in out["approaches"]["pretrained"]["results"]][0] == "blue 0"
+    assert out["approaches"]["pretrained"]["label"] == "Pretrained CNN (EfficientNet-Lite0)"
     assert main(["evaluate", str(built_catalog), "--json", "-k", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["k"] == 3 and report["n"] == 12 and report["label_column"] == "label"
@@ -64,7 +66,7 @@ def test_cli_query_and_evaluate_json(built_catalog, shop_dir, capsys):
 
 def test_build_again_skips_what_is_up_to_date(built_catalog, shop_dir, capsys):
     assert main(["build", str(shop_dir), "--out", str(built_catalog), "--image-size", "16",
-                 "--latent-dim", "8", "--epochs", "2"]) == 0
+                 "--latent-dim", "8", "--epochs", "2", "--approaches", "pretrained,autoencoder"]) == 0
     out = capsys.readouterr().out
     assert "pretrained: store up to date" in out and "autoencoder: model up to date" in out
 
@@ -83,6 +85,26 @@ def test_bad_input_exits_with_one_line(argv, words, capsys):
 def test_unreadable_query_image(built_catalog, samples, capsys):
     assert main(["query", str(built_catalog), str(samples["page.jpg"])]) == 2
     assert "HTML page" in capsys.readouterr().err
+
+
+def test_batch_query_of_a_folder_and_a_box(built_catalog, shop_dir, capsys):
+    """One process answers every photo of a folder; a bad one is reported and the rest answered."""
+    assert main(["query", str(built_catalog), str(shop_dir / "reds"), "-k", "1", "--json"]) == 2
+    answers = json.loads(capsys.readouterr().out)
+    assert len(answers) == 5 and sum(a["error"] is not None for a in answers) == 1
+    assert all(a["approaches"]["pretrained"]["results"][0]["category"] == "reds" for a in answers if not a["error"])
+    assert main(["query", str(built_catalog), str(shop_dir / "blues" / "blue_1.png"), "--box", "0,0,40,48",
+                 "--json"]) == 0
+    assert main(["query", str(built_catalog), str(shop_dir / "blues" / "blue_1.png"), "--box", "1,2"]) == 2
+    assert "x0,y0,x1,y1" in capsys.readouterr().err
+
+
+def test_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["query"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imgsim: error:") and "\n" not in err
 
 
 def test_k_must_be_positive_and_help_documents_imports():

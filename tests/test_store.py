@@ -48,7 +48,7 @@ def test_round_trip(catalog):
 
 def test_a_store_is_refused_for_another_model(catalog):
     build_store(catalog, "fake", FakeExtractor("v1"))
-    with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*python -m imgsim build"):
+    with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*rebuild"):
         Store.load(store_path(catalog, "fake"), catalog, model_spec("fake", FakeExtractor("v2")))
 
 
@@ -69,3 +69,23 @@ def test_a_crash_mid_build_keeps_the_previous_store_and_resumes(catalog):
 def test_damaged_or_missing_store(catalog, tmp_path):
     with pytest.raises(ArtifactError, match="manifest"):
         Store.load(tmp_path / "nothing")
+
+
+def test_a_rebuild_embeds_only_new_and_changed_items(catalog):
+    first = FakeExtractor("v1")
+    build_store(catalog, "fake", first, batch_size=4)
+    assert first.calls == 3
+    before = np.array(Store.load(store_path(catalog, "fake")).embeddings)
+    # the same catalogue with one item's image changed and the last item gone
+    changed = catalog.ok.iloc[:-1].copy()
+    for column in ("source", "sha256"):  # what a row's key is made of
+        if column in changed:
+            changed.loc[0, column] = changed.loc[0, column] + "2"
+    catalog.__dict__["ok"] = changed.reset_index(drop=True)
+    catalog.__dict__["fingerprint"] = "changed"
+    again = FakeExtractor("v1")
+    store = build_store(catalog, "fake", again, batch_size=4)
+    assert again.calls == 1 and store.manifest["reused_rows"] == 10
+    np.testing.assert_array_equal(store.embeddings[1:], before[1:11])
+    other = FakeExtractor("v2")  # another model reuses nothing
+    assert build_store(catalog, "fake", other, batch_size=4).manifest["reused_rows"] == 0

@@ -60,22 +60,27 @@ def test_refusals():
         fit_projection(x, np.array(["", "", "", ""]))
 
 
-def test_build_tuned_round_trip_and_mismatch(built_catalog, tmp_path):
+def test_tuned_builds_refuses_and_falls_back_to_categories(built_catalog, tmp_path):
     import shutil
 
+    from imgsim.approaches import APPROACHES, NotApplicableError
     from imgsim.artifacts import ArtifactError
+    from imgsim.build import BuildOptions, build_approaches
     from imgsim.catalog import Catalog
     from imgsim.engine import Engine
     from imgsim.features import ExtractorOptions, load_extractor
-    from imgsim.tuned import TunedExtractor, build_tuned
+    from imgsim.tuned import TunedExtractor
 
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)
     catalog = Catalog.load(root)
-    assert "LDA" in build_tuned(catalog, "label")
-    assert build_tuned(catalog, "label") == "tuned: projection and store up to date"
+    lines: list[str] = []
+    assert build_approaches(catalog, BuildOptions(approaches=("tuned",)), log=lines.append) == ["pretrained", "tuned"]
+    assert any("LDA on 'label'" in line for line in lines)
+    build_approaches(catalog, BuildOptions(approaches=("tuned",)), log=lines.append)
+    assert lines[-1] == "tuned: projection and store up to date"
     engine = Engine.open(root)
-    assert "tuned" in engine.approaches()
+    assert "tuned" in engine.approaches() and "Lite0" in engine.label("tuned")
     result = engine.search_item(0, "tuned", k=3)
     assert set(result.items["category"]) == {engine.items["category"].iloc[0]}
     report = engine.evaluate("label", 3)
@@ -83,5 +88,12 @@ def test_build_tuned_round_trip_and_mismatch(built_catalog, tmp_path):
     other = load_extractor("efficientnet_lite0", ExtractorOptions(flip=True))
     with pytest.raises(ArtifactError, match="other pretrained features"):
         TunedExtractor.load(root / "models" / "tuned", other)
-    with pytest.raises(ValueError, match="no column"):
-        build_tuned(catalog, "articleType")
+    with pytest.raises(NotApplicableError, match="articleType"):
+        build_approaches(catalog, BuildOptions(approaches=("tuned",), label_column="articleType"))
+    # without labels, the folder's categories are tuned on (the demo catalogue's case)
+    assert APPROACHES["tuned"].label_column(catalog, None) == "label"
+    unlabelled = catalog.ok.assign(label="")
+    catalog.__dict__["ok"] = unlabelled
+    assert APPROACHES["tuned"].label_column(catalog, None) == "category"
+    catalog.__dict__["ok"] = unlabelled.assign(category="")
+    assert "no labels or categories that repeat" in APPROACHES["tuned"].not_built_reason(catalog)
