@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,  # noqa: F401 - registers the formats we allow, and only those
+    EpsImagePlugin,
+    GifImagePlugin,  # noqa: F401
+    Image,
+    ImageOps,
+    JpegImagePlugin,  # noqa: F401
+    MpoImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
+
+from imgsim import safety
+
+try:  # AVIF, when this Pillow was built with libavif.
+    from PIL import AvifImagePlugin  # noqa: F401
+except ImportError:  # pragma: no cover - Pillow 12 wheels include it
+    pass
 
 try:  # HEIC/HEIF (iPhone photos); optional so that a missing wheel only disables that format.
     import pillow_heif
@@ -25,15 +45,41 @@ try:  # HEIC/HEIF (iPhone photos); optional so that a missing wheel only disable
 except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
     HEIF_SUPPORTED = False
 
+# Pillow's EPS plugin runs Ghostscript (`gs`) to draw PostScript, and Pillow would load it for
+# any file that starts with "%!PS", whatever its name. It is imported here only to disarm it:
+# with no Ghostscript binary it can never start a process, and unregistered, Image.open (ours
+# or anyone's in this process) never picks it. Its extension hints are dropped so that opening
+# "x.eps" by name does not re-import anything either.
+EpsImagePlugin.gs_binary = False
+EpsImagePlugin.gs_windows_binary = False
+for _format in ("EPS",):
+    Image.OPEN.pop(_format, None)
+    if _format in Image.ID:
+        Image.ID.remove(_format)
+for _ext in (".ps", ".eps", ".pdf"):
+    getattr(Image, "_EXTENSION_PLUGIN", {}).pop(_ext, None)
+    Image.EXTENSION.pop(_ext, None)
+
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
-#: Largest image accepted, in pixels (a 12 MP phone photo is ~12e6; 100 MP covers medium format).
-MAX_PIXELS = 100_000_000
+#: Largest image accepted, in pixels: 50 MP covers every phone and most cameras (a 12 MP phone
+#: photo is ~12e6, a 48 MP one ~48e6) and caps the decoded RGB array at 150 MB. A 9999x9999
+#: header (100 MP) is refused before any pixel is decoded.
+MAX_PIXELS = 50_000_000
 #: Largest encoded file accepted, in bytes.
 MAX_BYTES = 64 * 1024 * 1024
+#: Largest EXIF block honoured. The standard allows one 64 KB segment; Pillow joins any number
+#: of them by repeated concatenation, which costs seconds for tens of MB. Beyond this the EXIF
+#: segments are dropped before Pillow sees the file (the pixels are still decoded).
+MAX_EXIF_BYTES = 1024 * 1024
 
 # Our own pixel limit is checked before decoding; Pillow's bomb guard stays on as a second net.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+#: The formats we decode, by the name Pillow gives them; everything else is refused by its bytes.
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF")
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                          b"mif1", b"msf1", b"mif2", b"avif", b"avis"})
 
 
 class ImageDecodeError(ValueError):
@@ -56,23 +102,47 @@ class ImageTooLargeError(ImageDecodeError):
     """The input is too large to decode safely (file size or a decompression bomb)."""
 
 
+class NotAFileError(ImageDecodeError):
+    """The path is a directory, FIFO, device, socket or symlink loop, or cannot be read."""
+
+
+def sniff_format(data: bytes) -> tuple[str, ...]:
+    """The Pillow formats that may open ``data``, judged from its first bytes; ``()`` if none.
+
+    Only the allowlisted formats are recognised; PostScript, PDF, SVG and the long tail of
+    formats Pillow can read are not.
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        return ("JPEG", "MPO")
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ("PNG",)
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return ("GIF",)
+    if data.startswith(b"BM") and len(data) >= 26:
+        return ("BMP",)
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return ("TIFF",)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ("WEBP",)
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return ("HEIF", "AVIF") if data[8:12] not in (b"avif", b"avis") else ("AVIF", "HEIF")
+    return ()
+
+
 def _read_bytes(source: ImageSource) -> tuple[bytes, str]:
     """Returns the encoded bytes of ``source`` and a short name for messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = "the image"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = path.name
+        name = Path(source).name or str(source)
         try:
-            size = path.stat().st_size
-        except FileNotFoundError as err:
-            raise ImageDecodeError(f"{name}: file not found ({path})") from err
-        if size > MAX_BYTES:
-            raise ImageTooLargeError(
-                f"{name}: the file is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB"
-            )
-        data = path.read_bytes()
+            data = safety.read_regular_file(source, MAX_BYTES)
+        except safety.FileRefusedError as err:
+            message = str(err).replace(str(source), name, 1)
+            if "limit" in message:
+                raise ImageTooLargeError(message) from None
+            raise NotAFileError(message) from None
     elif hasattr(source, "read"):
         name = Path(getattr(source, "name", "") or "the upload").name
         if hasattr(source, "seek"):
@@ -89,20 +159,62 @@ def _read_bytes(source: ImageSource) -> tuple[bytes, str]:
     return data, name
 
 
+def _drop_large_exif(data: bytes) -> bytes:
+    """Removes a JPEG's EXIF (APP1 "Exif") segments when together they exceed MAX_EXIF_BYTES.
+
+    Walks the marker segments up to the start of scan, which costs one step per segment.
+    """
+    pos, exif_total, exif_spans = 2, 0, []
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return data  # not a well-formed marker sequence; leave it to the decoder
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan or end of image: no more metadata
+            break
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if length < 2:
+            return data
+        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            exif_total += length
+            exif_spans.append((pos, pos + 2 + length))
+        pos += 2 + length
+    if exif_total <= MAX_EXIF_BYTES:
+        return data
+    parts, start = [], 0
+    for begin, end in exif_spans:
+        parts.append(data[start:begin])
+        start = end
+    parts.append(data[start:])
+    return b"".join(parts)
+
+
 def _describe_non_image(data: bytes) -> str:
-    """Guesses what a non-image body is, for the error message."""
+    """Guesses what a non-image body is, for the error message (never quoting it)."""
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
         return "this is an HTML page, not an image (an error or login page instead of the photo?)"
-    if head.startswith((b"{", b"[")):
-        return "this is JSON or text data, not an image"
+    if head.startswith((b"%!ps", b"\xc5\xd0\xd3\xc6")):
+        return "this is a PostScript/EPS document, not an image; it is not decoded"
     if head.startswith(b"%pdf"):
         return "this is a PDF document, not an image"
+    if head.startswith((b"<?xml", b"<svg")) and b"<svg" in head:
+        return "this is an SVG drawing; SVG is only read from folders of images, not here"
+    if head.startswith((b"{", b"[")):
+        return "this is JSON or text data, not an image"
     try:
+        if b"\x00" in data[:512]:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "binary")
         data[:512].decode("utf-8")
         return "this is a text file, not an image"
     except UnicodeDecodeError:
-        return "the data is not in any image format we can read (JPEG, PNG, WebP, HEIC, GIF, ...)"
+        return ("the data is not in an image format we accept (JPEG, PNG, WebP, HEIC/HEIF, AVIF, "
+                "GIF, BMP, TIFF)")
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -127,7 +239,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndarray:
     """Decodes an image from a path, bytes or a file object into RGB pixels.
 
-    EXIF orientation is applied first; transparency is composited onto white; greyscale,
+    EXIF orientation is applied first (unless the EXIF is over :data:`MAX_EXIF_BYTES`); transparency is composited onto white; greyscale,
     palette, CMYK and 16-bit images become 8-bit RGB; GIFs give their first frame. Large JPEGs
     are decoded at a reduced scale (draft mode) when ``max_side`` allows it.
 
@@ -140,46 +252,67 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
 
     Raises:
         ImageDecodeError: With a plain-language message; one of the subclasses
-            :class:`EmptyImageError`, :class:`NotAnImageError`, :class:`TruncatedImageError`
-            or :class:`ImageTooLargeError` says which kind of problem it was.
+            :class:`EmptyImageError`, :class:`NotAnImageError`, :class:`TruncatedImageError`,
+            :class:`ImageTooLargeError` or :class:`NotAFileError` says which kind of problem it
+            was. Only the formats of :data:`ALLOWED_FORMATS` are decoded, judged on the bytes
+            before Pillow sees them; any exception a decoder raises becomes this error.
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"`max_side` must be >= 1. Received: max_side={max_side}")
     data, name = _read_bytes(source)
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
+    formats = tuple(f for f in sniff_format(data) if f in Image.OPEN)
+    if not formats:  # checked on the bytes, before any decoder sees them
+        raise NotAnImageError(f"{name}: {_describe_non_image(data)}")
+    if formats[0] == "JPEG":
+        data = _drop_large_exif(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise ImageTooLargeError(
-                    f"{name}: {width}x{height} pixels is too large to decode safely "
-                    f"(limit {MAX_PIXELS / 1e6:.0f} megapixels)"
-                )
-            if max_side is not None and im.format == "JPEG":
-                # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper for photos.
-                im.draft("RGB", (max_side, max_side))
-            im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
+        im = _decode(data, name, formats, max_side)
+    except ImageDecodeError:
+        raise
     except UnidentifiedImageError as err:
         raise NotAnImageError(f"{name}: {_describe_non_image(data)}") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageTooLargeError(
             f"{name}: the image declares a size too large to decode safely (a decompression bomb?)"
         ) from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        if isinstance(err, ImageDecodeError):
-            raise
+    except MemoryError as err:
+        raise ImageTooLargeError(f"{name}: not enough memory to decode this image") from err
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise TruncatedImageError(
-            f"{name}: the image data is damaged or cut short ({err})"
+            f"{name}: the image data is damaged or cut short ({str(err)[:120]})"
         ) from err
+    except Exception as err:  # noqa: BLE001 - a decoder's failure is this item's, whatever its type
+        # Third-party decoders raise open-ended types (RecursionError, NotImplementedError,
+        # IndexError, ...); each is one bad image, never a reason to stop a catalogue build.
+        raise ImageDecodeError(
+            f"{name}: the decoder failed on this image ({type(err).__name__})"
+        ) from err
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | None) -> Image.Image:
+    """Opens ``data`` with only ``formats`` allowed, checks its size, and decodes it to RGB."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data), formats=list(formats))
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise ImageTooLargeError(
+                f"{name}: {width}x{height} pixels is too large to decode safely "
+                f"(limit {MAX_PIXELS / 1e6:.0f} megapixels)"
+            )
+        if max_side is not None and im.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper for photos.
+            im.draft("RGB", (max_side, max_side))
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        im = _to_rgb(im)
     if max_side is not None and max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return np.asarray(im, dtype=np.uint8)
+    return im
 
 
 def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -223,3 +356,103 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, optimize=True)
     return buf.getvalue()
+
+
+#: Largest SVG source accepted, in bytes.
+MAX_SVG_BYTES = 8 * 1024 * 1024
+#: Most elements an SVG may draw once every ``<use>`` and ``url(#...)`` reference is expanded.
+MAX_SVG_ELEMENTS = 200_000
+_XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+
+
+def _svg_references(element: Any) -> list[str]:
+    """The ids an element refers to (``href="#id"``, ``url(#id)``)."""
+    refs = []
+    for key, value in element.attrib.items():
+        if key in ("href", _XLINK_HREF) and value.startswith("#"):
+            refs.append(value[1:])
+        elif "url(#" in value:
+            refs.extend(part.split(")", 1)[0].strip("'\" ") for part in value.split("url(#")[1:])
+    return refs
+
+
+def check_svg(data: bytes, name: str = "the drawing") -> None:
+    """Refuses SVGs that are too big, refer to themselves, or expand into too many elements.
+
+    cairosvg follows ``<use>`` and ``url(#...)`` references recursively: a self-reference
+    raises RecursionError deep in the renderer, and a few nested references can multiply into
+    billions of drawn elements. This walks the document once and counts the expansion.
+
+    Raises:
+        ImageDecodeError: The SVG is unparsable, too large, self-referencing or explosive.
+    """
+    from defusedxml import ElementTree
+    from defusedxml.common import DefusedXmlException
+
+    if len(data) > MAX_SVG_BYTES:
+        raise ImageTooLargeError(f"{name}: the SVG is over {MAX_SVG_BYTES // 2**20} MB")
+    try:
+        root = ElementTree.fromstring(data)
+    except (ElementTree.ParseError, DefusedXmlException, ValueError) as err:
+        raise NotAnImageError(
+            f"{name}: the SVG cannot be read safely ({type(err).__name__})"
+        ) from err
+    by_id = {el.attrib["id"]: el for el in root.iter() if "id" in el.attrib}
+    cost: dict[int, int] = {}
+    active: set[int] = set()
+
+    def expanded(el: Any) -> int:
+        key = id(el)
+        if key in cost:
+            return cost[key]
+        if key in active:
+            raise ImageDecodeError(f"{name}: the SVG refers to itself (a reference loop)")
+        active.add(key)
+        total = 1
+        for child in el:
+            total += expanded(child)
+        for ref in _svg_references(el):
+            if ref in by_id:
+                total += expanded(by_id[ref])
+        if total > MAX_SVG_ELEMENTS:
+            raise ImageTooLargeError(
+                f"{name}: the SVG expands to more than {MAX_SVG_ELEMENTS} elements"
+            )
+        active.discard(key)
+        cost[key] = total
+        return total
+
+    try:
+        expanded(root)
+    except RecursionError as err:
+        raise ImageDecodeError(f"{name}: the SVG is nested too deeply") from err
+
+
+def rasterize_svg(data: bytes, width: int, name: str = "the drawing") -> bytes:
+    """Draws an SVG as PNG bytes ``width`` pixels wide (for catalogue folders and the demo).
+
+    External resources (files, URLs) are never fetched (cairosvg's ``unsafe=False``); :func:`check_svg` runs first.
+
+    Args:
+        data: The SVG source.
+        width: Output width in pixels.
+        name: For messages.
+
+    Returns:
+        PNG bytes, to be passed to :func:`decode_image`.
+
+    Raises:
+        ImageDecodeError: The SVG is refused or cairosvg fails on it, whatever the exception.
+    """
+    check_svg(data, name)
+    import cairosvg
+
+    try:
+        # unsafe=False: cairosvg loads only data: URLs, never files or the network.
+        return cairosvg.svg2png(bytestring=data, output_width=width, unsafe=False)
+    except MemoryError as err:
+        raise ImageTooLargeError(f"{name}: not enough memory to draw this SVG") from err
+    except Exception as err:  # noqa: BLE001 - any renderer failure is this item's alone
+        raise ImageDecodeError(
+            f"{name}: the SVG could not be drawn ({type(err).__name__})"
+        ) from err

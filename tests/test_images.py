@@ -1,19 +1,27 @@
 """Decoding: every format and quirk phones and shops send, and clear refusals."""
 
 import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import exif_jpeg, marked
 
 from imgsim.images import (
+    MAX_PIXELS,
     EmptyImageError,
     ImageDecodeError,
     ImageTooLargeError,
+    NotAFileError,
     NotAnImageError,
     TruncatedImageError,
     decode_image,
     load_square,
+    rasterize_svg,
     to_square,
 )
 
@@ -94,3 +102,130 @@ def test_to_square_pads_with_white_and_resizes():
 def test_load_square_matches_decode_then_square(samples):
     path = samples["gradient.png"]
     np.testing.assert_array_equal(load_square(path, 24), to_square(decode_image(path, max_side=48), 24))
+
+
+# --- Hostile input (issue 14): the allowlist, bounded work, every failure an ImageDecodeError.
+
+HOSTILE = Path(__file__).parent / "hostile"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    sys.path.insert(0, str(HOSTILE))
+    import make_corpus
+
+    return make_corpus
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch):
+    """Makes starting any process raise, so a decoder that shells out fails loudly."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a process was started while decoding")
+
+    for name in ("Popen", "run", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, refuse)
+    monkeypatch.setattr(os, "system", refuse)
+
+
+@pytest.mark.parametrize("name", ["eps_as.jpg", "ps_as.png", "dos_eps_as.jpg", "pdf_as.jpg"])
+def test_disguised_postscript_and_pdf_never_reach_a_decoder(corpus, no_subprocess, name):
+    data, word = corpus.FILES[name]
+    with pytest.raises(NotAnImageError, match=word):
+        decode_image(data)
+
+
+def test_pillow_can_no_longer_open_eps_in_this_process(corpus, no_subprocess, tmp_path):
+    from PIL import EpsImagePlugin, Image, UnidentifiedImageError
+
+    assert not EpsImagePlugin.has_ghostscript()
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(corpus.EPS))  # a plain open, without our formats list
+    path = tmp_path / "drawing.eps"
+    path.write_bytes(corpus.EPS)
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(path)  # not even by its extension
+
+
+@pytest.mark.parametrize("error", [RecursionError, NotImplementedError, struct.error, IndexError,
+                                   KeyError, ZeroDivisionError, MemoryError])
+def test_any_decoder_exception_becomes_an_image_decode_error(samples, monkeypatch, error):
+    from PIL import Image
+
+    def broken(*args, **kwargs):
+        raise error("deep inside a decoder")
+
+    monkeypatch.setattr(Image, "open", broken)
+    with pytest.raises(ImageDecodeError, match="red.jpg"):
+        decode_image(samples["red.jpg"])
+
+
+def test_a_9999_square_png_is_refused_from_its_header(corpus):
+    with pytest.raises(ImageTooLargeError, match="too large"):
+        decode_image(corpus.png_header(9999, 9999))
+    assert MAX_PIXELS == 50_000_000
+
+
+def test_megabytes_of_exif_are_dropped_before_pillow_parses_them(corpus, monkeypatch):
+    from PIL import Image
+
+    seen = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: seen.append(len(fp.getvalue())) or real_open(fp, *a, **k))
+    data = corpus.huge_exif_jpeg(exif_mb=8)
+    rgb = decode_image(data)
+    assert rgb.shape == (32, 32, 3)
+    assert seen == [len(corpus.small_jpeg())]  # Pillow saw the picture, not the 8 MB of EXIF
+
+
+def test_ordinary_exif_is_kept(corpus):
+    assert decode_image(exif_jpeg(6)).shape[:2] == marked().shape[:2]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name, words", [
+    ("fifo.jpg", "named pipe"), ("loop_a.jpg", "symlink loop"), ("zero.jpg", "device"),
+    ("folder.jpg", "directory"),
+])
+def test_paths_must_be_regular_files(corpus, tmp_path, name, words):
+    made = corpus.make_specials(tmp_path)
+    assert name in made
+    with pytest.raises(NotAFileError, match=words) as info:
+        decode_image(tmp_path / name)  # a FIFO must not block, /dev/zero must not be read
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(NotAFileError, match="does not exist"):
+        decode_image(tmp_path / "nothing.jpg")
+
+
+@pytest.mark.parametrize("name", ["self_reference.svg", "use_bomb.svg", "deep.svg", "xxe.svg"])
+def test_hostile_svgs_are_refused_as_one_item(corpus, no_subprocess, name):
+    data, word = corpus.SVGS[name]
+    with pytest.raises(ImageDecodeError, match=word):
+        rasterize_svg(data, 64, name)
+
+
+def test_a_plain_svg_is_drawn_and_external_resources_are_not_fetched(corpus, monkeypatch):
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an SVG fetched an external resource")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    rgb = decode_image(rasterize_svg(corpus.SVG_OK, 40))
+    assert rgb.shape == (40, 40, 3) and close(rgb[20, 20], (32, 128, 32), 10)
+    png = rasterize_svg(corpus.SVG_EXTERNAL, 10)  # drawn without its external images
+    assert decode_image(png).shape == (10, 10, 3)
+
+
+def test_renderer_exceptions_are_caught(monkeypatch, corpus):
+    import cairosvg
+
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cairosvg, "svg2png", broken)
+    with pytest.raises(ImageDecodeError, match="RecursionError"):
+        rasterize_svg(corpus.SVG_OK, 10, "x.svg")
