@@ -1,10 +1,15 @@
 """Downloads against a real HTTP server on 127.0.0.1."""
 
+import socket
+import time
+
 import pandas as pd
 import pytest
 
-from imgsim import catalog, download
+from imgsim import catalog, download, safety
 from imgsim.download import DownloadConfig, fetch, make_session
+
+pytestmark = pytest.mark.usefixtures("allow_private_urls")
 
 FAST = DownloadConfig(workers=4, connect_timeout=2, read_timeout=1.0, retries=2, backoff=0.01,
                       max_bytes=1024 * 1024)
@@ -63,3 +68,99 @@ def test_csv_import_records_every_row_and_rerun_fetches_only_failures(http_serve
     assert counts.get("/good/1.jpg") == before.get("/good/1.jpg")  # not fetched again
     assert counts["/missing.jpg"] == before["/missing.jpg"] + 1  # failures are retried
     assert dict(zip(cat.items["id"], cat.items["status"]))["p3"] == "ok"  # 500 then 200
+
+
+@pytest.mark.parametrize("path", ["/drip-length.jpg", "/drip-close.jpg", "/drip-headers.jpg"])
+def test_a_drip_feed_is_cut_at_the_total_deadline(hostile_server, path):
+    # One byte a second never trips the 1.5 s read timeout; only the total deadline can stop it.
+    config = DownloadConfig(read_timeout=1.5, total_timeout=2.0, retries=0)
+    started = time.monotonic()
+    result = fetch(make_session(config), hostile_server + path, config)
+    elapsed = time.monotonic() - started
+    assert result.status == download.FAILED_TO_DOWNLOAD and "deadline" in result.message
+    assert elapsed < 4.0
+
+
+def test_loopback_is_refused_unless_the_operator_allows_it(http_server, monkeypatch):
+    base, counts = http_server
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS")
+    before = counts.get("/good/refused.jpg", 0)
+    result = fetch(make_session(FAST), base + "/good/refused.jpg", FAST)
+    assert result.status == download.FAILED_TO_DOWNLOAD
+    assert "IMGSIM_ALLOW_PRIVATE_URLS" in result.message and "loopback" in result.message
+    assert counts.get("/good/refused.jpg", 0) == before  # no request reached the server
+
+
+def _stub_dns(monkeypatch, answers):
+    """Makes getaddrinfo answer `answers[name]`; IP literals resolve as usual (no network)."""
+    real = socket.getaddrinfo
+    calls = []
+
+    def fake(host, port, *args, **kwargs):
+        if host in answers:
+            calls.append(host)
+            ip = answers[host] if isinstance(answers[host], str) else answers[host][min(len(calls), len(answers[host])) - 1]
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (ip, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return calls
+
+
+@pytest.mark.parametrize("ip, kind", [
+    ("10.1.2.3", "private"), ("192.168.0.10", "private"), ("172.16.5.5", "private"),
+    ("127.0.0.1", "loopback"), ("169.254.169.254", "link-local"), ("::1", "loopback"),
+    ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
+    ("::ffff:10.0.0.1", "private"), ("100.64.0.1", ""), ("240.0.0.1", "reserved"),
+])
+def test_private_addresses_are_refused_after_dns(monkeypatch, ip, kind):
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS")
+    _stub_dns(monkeypatch, {"images.example.test": ip})
+    with pytest.raises(safety.AddressRefusedError, match="IMGSIM_ALLOW_PRIVATE_URLS") as info:
+        safety.resolve_public("images.example.test", 443)
+    assert kind in str(info.value)
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    assert safety.resolve_public("images.example.test", 443)[0][1] == ip
+
+
+def test_public_addresses_pass_the_check(monkeypatch):
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS")
+    _stub_dns(monkeypatch, {"cdn.example.test": "93.184.216.34"})
+    assert safety.resolve_public("cdn.example.test", 80) == [(socket.AF_INET, "93.184.216.34")]
+
+
+@pytest.fixture
+def loopback_counts_as_public(monkeypatch):
+    """127.0.0.1 passes the address check (standing in for a public server); nothing else does."""
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS")
+    real = safety.address_problem
+    monkeypatch.setattr(safety, "address_problem", lambda ip: None if ip == "127.0.0.1" else real(ip))
+
+
+@pytest.mark.parametrize("target, words", [
+    ("http://127.0.0.2:{port}/ok.jpg", "loopback"),      # redirect to the server's own loopback
+    ("http://10.0.0.1/latest/meta-data", "private"),      # refused before any packet is sent
+    ("file:///etc/passwd", "non-http(s)"),
+])
+def test_every_redirect_hop_is_checked(hostile_server, loopback_counts_as_public, target, words):
+    port = hostile_server.rsplit(":", 1)[1]
+    result = fetch(make_session(FAST), f"{hostile_server}/redirect?{target.format(port=port)}", FAST)
+    assert result.status == download.FAILED_TO_DOWNLOAD and words in result.message
+
+
+def test_a_redirect_to_an_allowed_host_is_followed(hostile_server, loopback_counts_as_public):
+    result = fetch(make_session(FAST), f"{hostile_server}/redirect?/ok.jpg", FAST)
+    assert result.status == download.OK
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(hostile_server, loopback_counts_as_public,
+                                                            monkeypatch):
+    # The name resolves to an allowed address once, then "rebinds" to a private one: the
+    # connection uses the first answer (the one checked); a later lookup is refused.
+    port = hostile_server.rsplit(":", 1)[1]
+    calls = _stub_dns(monkeypatch, {"shop.example.test": ["127.0.0.1", "10.0.0.1"]})
+    result = fetch(make_session(FAST), f"http://shop.example.test:{port}/ok.jpg", FAST)
+    assert result.status == download.OK and calls == ["shop.example.test"]
+    again = fetch(make_session(FAST), f"http://shop.example.test:{port}/ok.jpg", FAST)
+    assert again.status == download.FAILED_TO_DOWNLOAD and "10.0.0.1" in again.message
