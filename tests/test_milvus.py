@@ -1,0 +1,305 @@
+"""Milvus backend: same top-k as the exact index, filters, add/remove, embedded and server mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsim.milvus import (
+    KIND,
+    MilvusBackend,
+    collection_name,
+    filter_expression,
+    hits_rows,
+    quote,
+    resolve_uri,
+)
+from imgsim.search import Index
+
+# Categories that would break or rewrite a naively built expression.
+QUOTED = 'say "hi"'
+INJECTION = 'x" or category != "'
+CATEGORIES = ["shoes", "bags", QUOTED, INJECTION, "back\\slash 'single'"]
+N, DIM, K = 240, 16, 8
+
+
+# -- pure functions (no Milvus needed) -------------------------------------------------------------
+
+def test_collection_names_are_valid_and_distinct():
+    names = {collection_name(c, a) for c in ("my-shop", "my_shop", "mön shop", "x" * 300)
+             for a in ("pretrained", "autoencoder")}
+    assert len(names) == 8
+    for name in names:
+        assert name.replace("_", "a").isalnum() and name.isascii() and len(name) <= 200
+    assert collection_name("shop", "pretrained") == collection_name("shop", "pretrained")
+    with pytest.raises(ValueError, match="`catalog_name` and `approach` must be non-empty"):
+        collection_name("", "pretrained")
+
+
+def test_quote_escapes_everything_that_could_end_a_literal():
+    assert quote(INJECTION) == '"x\\" or category != \\""'
+    assert quote("a\\b\n") == '"a\\\\b\\n"'
+    assert filter_expression("a", ["1", 'b"']) == '(category == "a") and (id not in ["1", "b\\""])'
+    assert filter_expression() == ""
+    with pytest.raises(ValueError, match="control characters"):
+        quote("bad\x00")
+
+
+def test_uris():
+    assert resolve_uri("milvus://127.0.0.1:19530") == ("http://127.0.0.1:19530", False)
+    assert resolve_uri("http://127.0.0.1:19530") == ("http://127.0.0.1:19530", False)
+    path, embedded = resolve_uri("some/dir/vectors.db")
+    assert embedded and Path(path).is_absolute()
+    for bad in ("vectors", "ftp://host:1", ""):
+        with pytest.raises(ValueError, match="`uri` must be"):
+            resolve_uri(bad)
+
+
+def test_hits_rows_maps_ids_and_orders_ties_by_row():
+    rows, scores = hits_rows([[("c", 0.5), ("b", 0.9), ("a", 0.5), ("gone", 0.99)]], ["a", "b", "c"])
+    assert rows[0].tolist() == [1, 0, 2]
+    np.testing.assert_allclose(scores[0], [0.9, 0.5, 0.5])
+
+
+# -- against Milvus ----------------------------------------------------------------------------------
+
+HAVE_MILVUS = all(importlib.util.find_spec(m) is not None for m in ("pymilvus", "milvus_lite"))
+needs_milvus = pytest.mark.skipif(not HAVE_MILVUS, reason="pymilvus and milvus-lite are not installed")
+
+
+class Data:
+    """A few hundred unit vectors with awkward categories and ids, plus queries near some rows."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(7)
+        v = rng.normal(size=(N, DIM)).astype(np.float32)
+        self.vectors = v / np.linalg.norm(v, axis=1, keepdims=True)
+        self.ids = [f"item-{i}" for i in range(N)]
+        self.ids[5] = 'it"em\'5'
+        self.categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(N)]
+        self.labels = [f"label {i % 7}" for i in range(N)]
+        picks = self.vectors[[0, 5, 17, 33, 101, 200]]
+        self.queries = picks + 0.2 * rng.normal(size=picks.shape).astype(np.float32)
+        self.index = Index(self.vectors)
+        self.manifest = {"kind": KIND, "format_version": 1, "dim": DIM, "metric": "cosine",
+                         "model": "fake", "fingerprint": "v1",
+                         "index": {"type": "HNSW", "M": 16, "efConstruction": 200, "ef": 128}}
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    return Data()
+
+
+def assert_same_top_k(got, index: Index, queries, ids, k, mask=None, tol=1e-4):
+    """Milvus's answer equals exact search, except that tied items may swap."""
+    exact = index.search(queries, k, mask=mask)
+    all_scores = index.scores(queries)
+    where = {item: row for row, item in enumerate(ids)}
+    for q, hits in enumerate(got):
+        assert len(hits) == exact.rows.shape[1]
+        np.testing.assert_allclose([s for _, s in hits], exact.scores[q], atol=tol)
+        kth = exact.scores[q][-1]
+        must = {ids[r] for r, s in zip(exact.rows[q], exact.scores[q]) if s > kth + tol}
+        assert must <= {i for i, _ in hits}
+        for item, score in hits:
+            assert mask is None or mask[where[item]]
+            assert all_scores[q, where[item]] == pytest.approx(score, abs=tol)
+
+
+def run_checks(backend: MilvusBackend, name: str, data: Data) -> None:
+    """Top-k, category filters (quotes included), exclusions, then upsert and delete."""
+    assert backend.has(name) and backend.count(name) == N
+    assert_same_top_k(backend.search(name, data.queries, K), data.index, data.queries, data.ids, K)
+
+    cats = np.array(data.categories)
+    for category in CATEGORIES:
+        got = backend.search(name, data.queries, K, category=category)
+        assert_same_top_k(got, data.index, data.queries, data.ids, K, mask=cats == category)
+    assert backend.search(name, data.queries[:1], K, category="no such category") == [[]]
+
+    excluded = [data.ids[5], data.ids[0], data.ids[17]]
+    mask = ~np.isin(np.array(data.ids), excluded)
+    got = backend.search(name, data.queries, K, exclude_ids=excluded)
+    assert_same_top_k(got, data.index, data.queries, data.ids, K, mask=mask)
+    got = backend.search(name, data.queries, K, category=QUOTED, exclude_ids=excluded)
+    assert_same_top_k(got, data.index, data.queries, data.ids, K, mask=mask & (cats == QUOTED))
+
+    # Add an item right on the first query, then move it away; then remove it and an original.
+    new_id = "new 'one\""
+    assert backend.upsert(name, [new_id], data.queries[:1], [QUOTED], ["new"]) == 1
+    assert backend.count(name) == N + 1
+    top = backend.search(name, data.queries[:1], 1, category=QUOTED)[0][0]
+    assert top[0] == new_id and top[1] == pytest.approx(1.0, abs=1e-5)
+    backend.upsert(name, [new_id], -data.queries[:1], [QUOTED], ["new"])
+    assert backend.count(name) == N + 1
+    assert new_id not in {i for i, _ in backend.search(name, data.queries[:1], K)[0]}
+    backend.delete(name, [new_id, data.ids[0], "never there"])
+    assert backend.count(name) == N - 1
+    remaining = np.array([i != data.ids[0] for i in data.ids])
+    got = backend.search(name, data.queries, K)
+    assert_same_top_k(got, data.index, data.queries, data.ids, K, mask=remaining)
+    # Put the original back so the collection is as exported.
+    backend.upsert(name, [data.ids[0]], data.vectors[:1], [data.categories[0]], [data.labels[0]])
+    assert backend.count(name) == N
+
+
+def export(backend: MilvusBackend, name: str, data: Data) -> int:
+    return backend.export_arrays(name, data.ids, data.vectors, data.categories, data.labels,
+                                 manifest=data.manifest, batch_size=100)
+
+
+@needs_milvus
+def test_embedded_milvus_lite(tmp_path, data):
+    uri = str(tmp_path / "vectors.db")
+    name = collection_name("shop", "pretrained")
+    with MilvusBackend(uri) as backend:
+        assert not backend.has(name)
+        assert export(backend, name, data) == N
+        run_checks(backend, name, data)
+        with pytest.raises(ValueError, match=r"`vectors` must have shape \(Q, 16\)"):
+            backend.search(name, np.zeros((1, 3)), K)
+        with pytest.raises(ValueError, match="`k` must be in"):
+            backend.search(name, data.queries, 0)
+        with pytest.raises(ValueError, match="`collection` must be"):
+            backend.count("bad-name; drop")
+    # Reopened: the collection must be loaded again before searching.
+    with MilvusBackend(uri) as backend:
+        assert backend.count(name) == N
+        assert_same_top_k(backend.search(name, data.queries, K), data.index, data.queries, data.ids, K)
+        # A re-export replaces the data behind the name and leaves one version behind.
+        half = Data()
+        half.ids, half.vectors = data.ids[:100], data.vectors[:100]
+        half.categories, half.labels = data.categories[:100], data.labels[:100]
+        assert export(backend, name, half) == 100
+        assert backend.count(name) == 100
+        assert [c for c in backend._client.list_collections() if c.startswith(name)] != []
+        assert len([c for c in backend._client.list_collections() if c.startswith(name)]) == 1
+
+
+@needs_milvus
+def test_a_query_with_another_model_is_refused(tmp_path, data):
+    from imgsim.store import StoreMismatchError
+
+    with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
+        export(backend, "shop_fake", data)
+        assert backend.search("shop_fake", data.queries[:1], 1, expect={"model": "fake", "fingerprint": "v1"})
+        with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*imgsim export"):
+            backend.search("shop_fake", data.queries[:1], 1, expect={"fingerprint": "v2"})
+
+
+@needs_milvus
+def test_export_store_from_a_catalogue(tmp_path, shop_dir):
+    from imgsim.catalog import ingest
+    from imgsim.store import model_spec, write_store
+
+    class Fake:
+        name, dim, image_size, options, fingerprint = "fake", 6, 8, {}, "f1"
+
+    catalog = ingest(str(shop_dir), tmp_path / "shop")
+    rng = np.random.default_rng(0)
+    store = write_store(catalog, "pretrained", Fake(), rng.normal(size=(len(catalog.ok), 6)).astype(np.float32))
+    with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
+        assert backend.export_store(catalog, store, "pretrained") == len(catalog.ok)
+        name = collection_name(catalog.name, "pretrained")
+        record = backend.manifest(name)
+        assert record["catalog_fingerprint"] == catalog.fingerprint and record["dim"] == 6
+        backend.check(name, model_spec("pretrained", Fake()))
+        row = 3
+        got = backend.search(name, store.embeddings[row], 4, exclude_ids=[store.ids[row]],
+                             category=catalog.ok["category"].iloc[row])
+        rows, _ = hits_rows(got, store.ids)
+        mask = (catalog.ok["category"] == catalog.ok["category"].iloc[row]).to_numpy()
+        exact = Index(store.embeddings).search(store.embeddings[row], 4, mask=mask, exclude=[row])
+        np.testing.assert_array_equal(rows[0], exact.rows[0])
+
+
+# -- server mode -------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MilvusServer:
+    """``milvus-lite server`` on 127.0.0.1 in its own process group."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_s: float = 30.0) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port), "--max-workers", "4"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"milvus-lite server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"milvus-lite server did not listen on port {self.port} within {wait_s} s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+        self.log.close()
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    server = MilvusServer(tmp_path / "milvus-data")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@needs_milvus
+@pytest.mark.slow
+def test_server_mode_and_restart(milvus_server, data):
+    name = collection_name("shop", "pretrained")
+    with MilvusBackend(milvus_server.uri) as backend:
+        assert export(backend, name, data) == N
+        run_checks(backend, name, data)
+        backend.delete(backend.collection_name("shop", "pretrained"), [data.ids[1]])
+    milvus_server.stop()
+    milvus_server.start()
+    with MilvusBackend(milvus_server.uri) as backend:
+        assert backend.count(name) == N - 1
+        assert backend.manifest(name)["fingerprint"] == "v1"
+        mask = np.array([i != data.ids[1] for i in data.ids])
+        got = backend.search(name, data.queries, K)
+        assert_same_top_k(got, data.index, data.queries, data.ids, K, mask=mask)
