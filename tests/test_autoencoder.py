@@ -1,4 +1,7 @@
-"""Both autoencoder variants: shapes, parameter counts, a falling loss, a faithful reload."""
+"""Both autoencoder variants: shapes, parameter counts, a falling loss, a faithful reload, crash-safe resumes."""
+
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -48,3 +51,101 @@ def test_training_lowers_the_loss_and_reloads_identically(tmp_path):
     assert recon.shape == (3, 16, 16, 3) and mse.shape == (3,)
     np.testing.assert_allclose(psnr, 10 * np.log10(1 / mse), rtol=1e-5)
     assert reloaded.manifest["parameters"] == reloaded.model.count_params()
+
+
+# -- crash safety (issue 14, causes 15 and 16) ------------------------------------------------------
+
+def _tiny_images(n: int = 24, size: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    images = np.zeros((n, size, size, 3), np.uint8)
+    for i in range(n):
+        images[i] = rng.integers(0, 256, 3)
+        lo, hi = sorted(rng.integers(2, size - 2, 2))
+        images[i, lo:hi + 1, lo:hi + 1] = 255 - images[i, 0, 0]
+    return images
+
+
+_TINY = AutoencoderConfig(image_size=16, latent_dim=8, base_filters=8, epochs=5, batch_size=8,
+                          patience=5, validation_split=0.25, seed=7)
+
+
+class _Interrupt:
+    """A progress callback that stops training with Ctrl-C after epoch ``after``."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if done == self.after:
+            raise KeyboardInterrupt
+
+
+def _weights(model) -> list[np.ndarray]:
+    return model.model.get_weights()
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    images = _tiny_images()
+    straight = train(images, tmp_path / "straight", _TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train(images, tmp_path / "resumed", _TINY, progress=_Interrupt(2))
+    assert not (tmp_path / "resumed").exists()
+    resumed = train(images, tmp_path / "resumed", _TINY)
+    for a, b in zip(_weights(straight), _weights(resumed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    m = resumed.manifest
+    assert m["resumed_from_epoch"] == 2 and m["checkpoint_discarded"] is None
+    assert m["epochs_trained"] == straight.manifest["epochs_trained"] == len(m["val_loss_history"]) == 5
+    np.testing.assert_allclose(m["val_loss_history"], straight.manifest["val_loss_history"], rtol=1e-5)
+    assert straight.manifest["resumed_from_epoch"] is None
+    assert not (tmp_path / ".resumed.work").exists()  # the work directory goes once the model is saved
+
+
+def test_a_damaged_checkpoint_is_discarded_and_training_starts_clean(tmp_path):
+    images = _tiny_images()
+    config = dataclasses.replace(_TINY, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(images, tmp_path / "ae", config, progress=_Interrupt(2))
+    work = tmp_path / ".ae.work"
+    weights = work / "checkpoint" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # as a kill mid-write leaves it
+    (work / ".checkpoint.tmp-dead").mkdir()  # and a half-written next checkpoint beside it
+    (work / ".checkpoint.tmp-dead" / "weights.npz").write_bytes(b"\x89HDF\r\n")
+    model = train(images, tmp_path / "ae", config)
+    m = model.manifest
+    assert m["resumed_from_epoch"] is None and "checksum" in m["checkpoint_discarded"]
+    assert m["epochs_trained"] == len(m["val_loss_history"]) == 3
+    clean = train(images, tmp_path / "clean", config)
+    for a, b in zip(_weights(clean), _weights(model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["garbage_state", "missing_file", "old_format"])
+def test_any_unusable_work_directory_gives_a_clean_run(tmp_path, damage):
+    images = _tiny_images()
+    config = dataclasses.replace(_TINY, epochs=2)
+    work = tmp_path / ".ae.work"
+    if damage == "old_format":  # what Keras' BackupAndRestore left before the checkpoints were ours
+        (work / "backup").mkdir(parents=True)
+        (work / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+        (work / "best.keras").write_bytes(b"PK\x03\x04")
+        (work / "manifest.json").write_text(json.dumps({"kind": "autoencoder_work", "config": config.as_dict()}))
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            train(images, tmp_path / "ae", config, progress=_Interrupt(1))
+        if damage == "garbage_state":
+            (work / "checkpoint" / "state.json").write_text("{not json")
+        else:
+            (work / "checkpoint" / "optimizer.npz").unlink()
+    model = train(images, tmp_path / "ae", config)
+    assert model.manifest["epochs_trained"] == 2 and model.manifest["resumed_from_epoch"] is None
+    assert (model.manifest["checkpoint_discarded"] is None) == (damage == "old_format")
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
+    images = _tiny_images()
+    config = dataclasses.replace(_TINY, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(images, tmp_path / "ae", config, progress=_Interrupt(1))
+    model = train(images[::-1].copy(), tmp_path / "ae", config)
+    assert model.manifest["resumed_from_epoch"] is None and model.manifest["epochs_trained"] == 2
