@@ -1,0 +1,354 @@
+"""Query regions: a phone photo becomes a few region vectors, and each item scores by its best.
+
+A product photographed on a table fills half the frame; the whole-photo vector mixes it with
+the scene, so a catalogue of studio shots is searched with a blurred question. Here a query is
+the whole photo plus regions of it, all in the catalogue's own vector space:
+
+- one forward pass at a higher resolution (``input_size`` on the long side, aspect kept) gives
+  the CNN's last feature map; grid windows at a few ``scales`` (R-MAC-style, half-overlapping)
+  and the :func:`product_box` (a box around the strongest activations) are average-pooled from
+  it, exactly as the extractor pools the whole 224 px map;
+- optionally the whole photo made square at the extractor's size (today's query vector) and
+  the automatic box cropped and embedded at that size, in one batched call.
+
+:func:`search_regions` scores every item by its best region (one ``R x N`` similarity product).
+Vectors stay in the pretrained extractor's space, so a learned projection (the tuned approach)
+can be applied to them afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import threading
+
+import numpy as np
+from PIL import Image
+
+from imgsim.images import to_square
+from imgsim.search import Hits, Index, Metric
+
+#: The CNN's total stride: one feature-map cell per 32x32 input pixels.
+STRIDE = 32
+
+
+class Fusion(enum.StrEnum):
+    """How an item's scores against the query's regions become one score."""
+
+    MAX = "max"  # the best region
+    MAX_WHOLE = "max+whole"  # the best region, plus a share of the whole photo's score
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionConfig:
+    """How a query photo becomes region vectors.
+
+    Attributes:
+        enabled: Region search on; off means today's single whole-photo vector.
+        input_size: Long side, in pixels, of the one high-resolution forward pass (the short
+            side keeps the aspect, rounded to a multiple of 32).
+        scales: Grid window sides as fractions of the image's sides; each scale tiles the
+            image with half-overlapping windows (1.0 is the whole map).
+        include_auto_box: Add the :func:`product_box` region.
+        auto_box_threshold: Cells at least this fraction of the strongest activation are in
+            the product box.
+        include_whole_square: Add the whole photo embedded as today (made square at the
+            extractor's size): a catalogue photo as the query then finds itself exactly.
+        crop_auto_box: Also crop the automatic box from the photo and embed it at the
+            extractor's size (a second, small forward pass).
+        fusion: How region scores become an item's score.
+        whole_weight: The whole photo's share under ``max+whole`` fusion.
+    """
+
+    enabled: bool = True
+    input_size: int = 448
+    scales: tuple[float, ...] = (1.0, 0.75, 0.5)
+    include_auto_box: bool = True
+    auto_box_threshold: float = 0.5
+    include_whole_square: bool = True
+    crop_auto_box: bool = True
+    fusion: Fusion = Fusion.MAX
+    whole_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fusion", Fusion(self.fusion))
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not 64 <= self.input_size <= 1024 or self.input_size % STRIDE:
+            raise ValueError(
+                f"`input_size` must be a multiple of {STRIDE} in [64, 1024]. Received: input_size={self.input_size}"
+            )
+        if not self.scales or not all(0.2 <= s <= 1.0 for s in self.scales):
+            raise ValueError(f"`scales` must be non-empty fractions in [0.2, 1]. Received: scales={self.scales}")
+        if not 0.0 < self.auto_box_threshold < 1.0:
+            raise ValueError(
+                f"`auto_box_threshold` must be in (0, 1). Received: auto_box_threshold={self.auto_box_threshold}"
+            )
+        if not 0.0 <= self.whole_weight <= 1.0:
+            raise ValueError(f"`whole_weight` must be in [0, 1]. Received: whole_weight={self.whole_weight}")
+
+    def as_dict(self) -> dict:
+        """The config as plain JSON values."""
+        out = dataclasses.asdict(self)
+        out["fusion"] = self.fusion.value
+        out["scales"] = list(self.scales)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionQuery:
+    """A query photo as region vectors.
+
+    Attributes:
+        vectors: ``(R, dim)`` float32 unit rows in the extractor's space.
+        boxes: ``(R, 4)`` int ``(x0, y0, x1, y1)`` of each region in the query's pixels.
+        kinds: What each region is: ``whole``, ``grid``, ``auto``, ``whole_square``, ``auto_crop``
+            or ``box``.
+        auto_box: The automatic product box in the query's pixels, or ``None``.
+    """
+
+    vectors: np.ndarray
+    boxes: np.ndarray
+    kinds: tuple[str, ...]
+    auto_box: tuple[int, int, int, int] | None
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def grid_windows(scales: tuple[float, ...]) -> np.ndarray:
+    """R-MAC-style windows in unit coordinates: ``(R, 4)`` ``(x0, y0, x1, y1)`` in [0, 1].
+
+    A scale ``s`` tiles each axis with windows of side ``s`` at a step of at most ``s / 2``
+    (1.0 is the whole image, 0.5 a 3x3 grid of half-size windows).
+    """
+    boxes = []
+    for s in scales:
+        n = 1 if s >= 1.0 else int(np.ceil((1.0 - s) / (s / 2))) + 1
+        starts = np.linspace(0.0, 1.0 - s, n) if n > 1 else np.array([(1.0 - s) / 2])
+        boxes.extend((x, y, x + s, y + s) for y in starts for x in starts)
+    return np.asarray(boxes, np.float64)
+
+
+def pool_boxes(feature_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Average-pools ``(Hf, Wf, C)`` over boxes in cell units, fractional cells weighted by area.
+
+    Args:
+        feature_map: ``(Hf, Wf, C)`` activations.
+        boxes: ``(R, 4)`` ``(x0, y0, x1, y1)`` in cells (``0..Wf``, ``0..Hf``).
+
+    Returns:
+        ``(R, C)`` float32 unit rows.
+    """
+    hf, wf, c = feature_map.shape
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cells_x, cells_y = np.arange(wf), np.arange(hf)
+    # Overlap of [x0, x1] with each cell [i, i + 1], per axis; their product is the cell's weight.
+    wx = np.clip(np.minimum(boxes[:, 2:3], cells_x + 1) - np.maximum(boxes[:, 0:1], cells_x), 0, 1)
+    wy = np.clip(np.minimum(boxes[:, 3:4], cells_y + 1) - np.maximum(boxes[:, 1:2], cells_y), 0, 1)
+    weights = (wy[:, :, None] * wx[:, None, :]).reshape(len(boxes), hf * wf)
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    return _unit(weights.astype(np.float32) @ feature_map.reshape(hf * wf, c).astype(np.float32))
+
+
+def product_box(feature_map: np.ndarray, image_shape: tuple[int, int],
+                threshold: float = 0.5) -> tuple[int, int, int, int]:
+    """The automatic product box: around the strongest activations of the last feature map.
+
+    The activation energy of each cell (the sum over channels) is thresholded at ``threshold``
+    times its maximum; the box holds the connected group of cells around the strongest one.
+
+    Args:
+        feature_map: ``(Hf, Wf, C)`` activations of an image of ``image_shape``.
+        image_shape: ``(height, width)`` of the image the box is returned for.
+        threshold: Fraction of the strongest cell's energy a cell needs to be in the box.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` in the image's pixels, inside the image.
+    """
+    from scipy import ndimage
+
+    hf, wf = feature_map.shape[:2]
+    energy = feature_map.sum(axis=-1)
+    top = np.unravel_index(int(np.argmax(energy)), energy.shape)
+    hot = energy >= threshold * energy[top]
+    labels, _ = ndimage.label(hot)
+    ys, xs = np.nonzero(labels == labels[top])
+    h, w = image_shape
+    sx, sy = w / wf, h / hf
+    return (int(np.floor(xs.min() * sx)), int(np.floor(ys.min() * sy)),
+            min(w, int(np.ceil((xs.max() + 1) * sx))), min(h, int(np.ceil((ys.max() + 1) * sy))))
+
+
+class RegionEmbedder:
+    """Turns a photo into a :class:`RegionQuery` with an EfficientNet-Lite extractor.
+
+    Args:
+        extractor_name: The pretrained extractor whose space the store is in.
+        config: The regions to use.
+    """
+
+    def __init__(self, extractor_name: str = "efficientnet_lite0", config: RegionConfig | None = None) -> None:
+        from imgsim.features import LITE_SPECS, build_lite_feature_map
+
+        if extractor_name not in LITE_SPECS:
+            raise ValueError(
+                f"`extractor_name` must be one of {', '.join(LITE_SPECS)} (region pooling needs its "
+                f"feature map). Received: extractor_name={extractor_name!r}"
+            )
+        self.extractor_name = extractor_name
+        self.config = config or RegionConfig()
+        self.image_size = LITE_SPECS[extractor_name].input_size
+        self.model, self.fingerprint = build_lite_feature_map(extractor_name, None)
+        self._lock = threading.Lock()  # one Keras call at a time; the app shares the embedder
+
+    @property
+    def decode_side(self) -> int:
+        """The longest side a query needs to be decoded at (JPEG draft mode makes this cheap)."""
+        return max(self.config.input_size, self.image_size) if self.config.enabled else 2 * self.image_size
+
+    def _feature_map(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self.model.predict_on_batch(batch), np.float32)
+
+    def embed_squares(self, squares: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 at the extractor's size -> ``(N, dim)`` whole-image unit vectors,
+        equal to the extractor's own."""
+        return _unit(self._feature_map(squares).mean(axis=(1, 2)))
+
+    def embed(self, rgb: np.ndarray) -> RegionQuery:
+        """The region vectors of a photo.
+
+        Args:
+            rgb: ``uint8`` ``(H, W, 3)`` photo (decode it with ``max_side=decode_side``).
+
+        Returns:
+            :class:`RegionQuery`; with regions disabled, the whole photo made square only.
+        """
+        rgb = _check_rgb(rgb)
+        h, w = rgb.shape[:2]
+        config = self.config
+        full = (0, 0, w, h)
+        if not config.enabled:
+            vector = self.embed_squares(to_square(rgb, self.image_size)[None])
+            return RegionQuery(vector, np.asarray([full]), ("whole_square",), None)
+        scale = config.input_size / max(h, w)
+        in_w = max(STRIDE, int(round(w * scale / STRIDE)) * STRIDE)
+        in_h = max(STRIDE, int(round(h * scale / STRIDE)) * STRIDE)
+        resized = np.asarray(Image.fromarray(rgb).resize((in_w, in_h), Image.Resampling.BILINEAR,
+                                                          reducing_gap=2.0))
+        fmap = self._feature_map(resized[None])[0]
+        hf, wf = fmap.shape[:2]
+        unit_boxes = grid_windows(config.scales)
+        kinds = ["whole" if (b[2] - b[0]) >= 1.0 else "grid" for b in unit_boxes]
+        cell_boxes = unit_boxes * (wf, hf, wf, hf)
+        auto = None
+        if config.include_auto_box or config.crop_auto_box:
+            auto = product_box(fmap, (h, w), config.auto_box_threshold)
+        if config.include_auto_box:
+            cell_boxes = np.vstack([cell_boxes, np.asarray(auto, np.float64) * (wf / w, hf / h, wf / w, hf / h)])
+            kinds.append("auto")
+        vectors = [pool_boxes(fmap, cell_boxes)]
+        boxes = [np.rint(cell_boxes * (w / wf, h / hf, w / wf, h / hf)).astype(np.int64)]
+        squares, square_boxes = [], []
+        if config.include_whole_square:
+            squares.append(to_square(rgb, self.image_size))
+            square_boxes.append(full)
+            kinds.append("whole_square")
+        if config.crop_auto_box and auto is not None:
+            x0, y0, x1, y1 = auto
+            squares.append(to_square(rgb[y0:y1, x0:x1], self.image_size))
+            square_boxes.append(auto)
+            kinds.append("auto_crop")
+        if squares:
+            vectors.append(self.embed_squares(np.stack(squares)))
+            boxes.append(np.asarray(square_boxes, np.int64))
+        return RegionQuery(np.vstack(vectors), np.vstack(boxes), tuple(kinds), auto)
+
+    def embed_box(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> RegionQuery:
+        """The vector of a user's box: the crop, made square at the extractor's size, embedded.
+
+        Args:
+            rgb: ``uint8`` ``(H, W, 3)`` photo.
+            box: ``(x0, y0, x1, y1)`` in its pixels (clipped to the image).
+
+        Raises:
+            ValueError: The box covers less than 2x2 pixels of the image.
+        """
+        rgb = _check_rgb(rgb)
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
+        y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
+        vector = self.embed_squares(to_square(rgb[y0:y1, x0:x1], self.image_size)[None])
+        return RegionQuery(vector, np.asarray([(x0, y0, x1, y1)]), ("box",), None)
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
+        raise ValueError(f"`rgb` must be a uint8 array of shape (H, W, 3). Received: {rgb.dtype} {rgb.shape}")
+    return rgb
+
+
+def fuse(scores: np.ndarray, fusion: Fusion | str = Fusion.MAX, kinds: tuple[str, ...] | None = None,
+         whole_weight: float = 0.5) -> np.ndarray:
+    """``(R, N)`` region scores -> ``(N,)`` item scores.
+
+    ``max`` takes each item's best region. ``max+whole`` adds ``whole_weight`` times the whole
+    photo's score (the ``whole_square`` region, else the first) and divides by ``1 + whole_weight``.
+    """
+    fusion = Fusion(fusion)
+    best = scores.max(axis=0)
+    if fusion is Fusion.MAX:
+        return best
+    whole = kinds.index("whole_square") if kinds and "whole_square" in kinds else 0
+    return (best + whole_weight * scores[whole]) / (1.0 + whole_weight)
+
+
+def search_regions(index: Index, vectors: np.ndarray, k: int, mask: np.ndarray | None = None,
+                   exclude: int | np.ndarray | list[int] | None = None,
+                   fusion: Fusion | str = Fusion.MAX, *, kinds: tuple[str, ...] | None = None,
+                   whole_weight: float = 0.5) -> Hits:
+    """The ``k`` items whose best region score is highest (one query of ``R`` regions).
+
+    Args:
+        index: The catalogue's index (cosine or euclidean).
+        vectors: ``(R, dim)`` region vectors (or ``(dim,)`` for one).
+        k: How many results; fewer come back when fewer items are eligible.
+        mask: Optional ``(N,)`` bool: only items where it is True are eligible.
+        exclude: Rows to leave out (an int or a list; ``-1`` is ignored).
+        fusion: How region scores become an item's score (:class:`Fusion`).
+        kinds: The regions' kinds (for ``max+whole``), as in :class:`RegionQuery`.
+        whole_weight: The whole photo's share under ``max+whole``.
+
+    Returns:
+        :class:`imgsim.search.Hits` with one row: ``rows`` best first (ties to the lower row)
+        and ``scores`` (fused cosine, or the euclidean distance of the best region).
+
+    Raises:
+        ValueError: ``k <= 0``, no vectors, or shapes that do not match the index.
+    """
+    if k <= 0:
+        raise ValueError(f"`k` must be >= 1. Received: k={k}")
+    vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+    if len(vectors) == 0:
+        raise ValueError(f"`vectors` must hold at least one region. Received shape: {vectors.shape}")
+    score = fuse(index.scores(vectors), fusion, kinds, whole_weight).astype(np.float64)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (index.size,):
+            raise ValueError(f"`mask` must have shape ({index.size},). Received: {mask.shape}")
+        score[~mask] = -np.inf
+    if exclude is not None:
+        rows = np.asarray(exclude, np.int64).reshape(-1)
+        score[rows[rows >= 0]] = -np.inf
+    order = np.lexsort((np.arange(index.size), -score))
+    order = order[np.isfinite(score[order])][:k]
+    best = score[order]
+    if index.metric is Metric.EUCLIDEAN:
+        best = np.sqrt(np.maximum(-best, 0.0))
+    return Hits(order[None].astype(np.int64), best[None].astype(np.float32))
