@@ -9,7 +9,8 @@ Data sets:
   * ``test``: 300 random unit vectors, 16-d, three categories (the shape of tests/test_milvus.py).
   * ``real``: EfficientNet-Lite0 embeddings (1,280-d) of the first ``--real`` myntra_eval photos
     plus perturbed copies up to ``--n`` rows (each copy: a real row plus gaussian noise of
-    ``--noise`` times its norm), so near-duplicates and clusters look like a real catalogue.
+    ``--noise`` times its norm), so near-duplicates and clusters look like a real catalogue;
+    the queries are the next ``--queries`` photos, which the collection does not hold.
   * ``clustered``: when the photos or the model are missing: ``--n`` 1,280-d non-negative
     vectors from 60 clusters on a 64-d latent (ReLU of a random projection).
 
@@ -48,7 +49,12 @@ def clustered(rng: np.random.Generator, n: int, dim: int = 1280) -> np.ndarray:
     return np.maximum(latent @ rng.normal(size=(64, dim)) / 8.0, 0.0).astype(np.float32)
 
 
-def real_plus_copies(rng: np.random.Generator, n_real: int, n: int, noise: float) -> np.ndarray:
+def real_embeddings(n_real: int, cache: Path | None) -> np.ndarray:
+    """EfficientNet-Lite0 embeddings of the first ``n_real`` myntra_eval photos (cached as .npy if asked)."""
+    if cache is not None and cache.exists():
+        real = np.load(cache, allow_pickle=False)
+        if len(real) >= n_real:
+            return real[:n_real]
     from imgsim.features import load_extractor
     from imgsim.images import load_square
 
@@ -59,6 +65,13 @@ def real_plus_copies(rng: np.random.Generator, n_real: int, n: int, noise: float
         batch = np.stack([load_square(p, extractor.image_size) for p in paths[i:i + 32]])
         parts.append(np.asarray(extractor.embed(batch), np.float32))
     real = np.concatenate(parts)
+    if cache is not None:
+        np.save(cache, real, allow_pickle=False)
+    return real
+
+
+def real_plus_copies(rng: np.random.Generator, real: np.ndarray, n: int, noise: float) -> np.ndarray:
+    """The real rows plus noisy copies of them, ``n`` rows in all."""
     base = real[rng.integers(0, len(real), n - len(real))]
     scale = noise * np.linalg.norm(base, axis=1, keepdims=True) / np.sqrt(real.shape[1])
     copies = base + scale * rng.normal(size=base.shape).astype(np.float32)
@@ -116,6 +129,7 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--data", default="test,real")
     parser.add_argument("--uri", help="a .db path or http://127.0.0.1:PORT (default: a temporary .db)")
+    parser.add_argument("--real-cache", type=Path, help="an .npy file to keep the real embeddings in between runs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -128,13 +142,17 @@ def main() -> None:
             if data == "test":
                 vectors = test_like(rng)
             elif data == "real" and args.real and MYNTRA.is_dir():
-                vectors = real_plus_copies(rng, args.real, args.n, args.noise)
+                # Held-out photos are the queries: products the collection has not seen.
+                real = real_embeddings(args.real + args.queries, args.real_cache)
+                vectors = real_plus_copies(rng, real[:args.real], args.n, args.noise)
+                queries = real[args.real:]
             else:
                 data = "clustered"
                 vectors = clustered(rng, args.n)
-            # Queries: stored rows plus noise, like a new photo of a catalogue product.
-            picks = vectors[rng.integers(0, len(vectors), args.queries)]
-            queries = picks + 0.1 * picks.std() * rng.normal(size=picks.shape).astype(np.float32)
+            if data != "real":
+                # Stored rows plus noise, like a new photo of a catalogue product.
+                picks = vectors[rng.integers(0, len(vectors), args.queries)]
+                queries = picks + 0.1 * picks.std() * rng.normal(size=picks.shape).astype(np.float32)
             results += measure(uri, f"bench_{data}", vectors, queries, efs, args.m, args.ef_construction)
     print(f"loadavg {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
