@@ -3,17 +3,22 @@
 Layout::
 
     CATALOG/
-      manifest.json        kind "catalog", format version, source, counts
-      items.parquet        one row per item: id, source, name, category, label, status, message,
-                           plus any metadata columns of the source (all strings)
-      thumbs/<id>.jpg      the decoded image, orientation fixed, alpha on white, longest side 256
-      downloads/<id>.<ext> original bodies of downloaded images
+      manifest.json        kind "catalog", format version, source, counts, and the name of the
+                           items table: the single commit point of every update
+      items-<hash>.parquet one row per item: id, source, name, category, label, status, message,
+                           thumb, sha256 (of the encoded source bytes), plus any metadata
+                           columns of the source (all strings)
+      thumbs/<id>-<sha>.jpg  the decoded image, orientation fixed, alpha on white, longest side 256
+      downloads/<id>-<url hash>.<ext>  original bodies of downloaded images
+      sources/<sha256>/    an unpacked zip source
       stores/<approach>/   embedding stores (see :mod:`imgsim.store`)
 
 Ingestion never stops for one bad item: every row ends with a ``status`` and a ``message``.
-The table and manifest are replaced atomically at the end, so an interrupted import leaves the
-previous catalogue intact, and running the same import again only redoes what is missing or
-failed.
+An update writes everything new under new names (the items table is named by its hash,
+thumbnails by their image's hash), then replaces ``manifest.json`` atomically, then deletes
+what the new manifest no longer names. A kill at any moment leaves the previous catalogue
+loadable, and running the same import again finishes the job, redoing only what is missing,
+failed, or whose bytes changed.
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import functools
+import hashlib
+import io
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from imgsim import download, sources
+from imgsim import download, safety, sources
 from imgsim.artifacts import (
     ArtifactError,
     library_versions,
@@ -39,19 +47,33 @@ from imgsim.artifacts import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from imgsim.images import ImageDecodeError, decode_image, encode_jpeg, load_square
+from imgsim.images import (
+    MAX_BYTES,
+    MAX_SVG_BYTES,
+    ImageDecodeError,
+    decode_image,
+    encode_jpeg,
+    load_square,
+    rasterize_svg,
+)
 from imgsim.progress import Progress, silent
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND = "catalog"
-ITEMS = "items.parquet"
+ITEMS = "items.parquet"  # format 1's fixed name; format 2 names the table in the manifest
+MANIFEST = "manifest.json"
 THUMB_SIDE = 256
-CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb")
+CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256")
 
 OK = download.OK
 MISSING_FILE = "missing_file"
 FAILED_TO_DECODE = download.FAILED_TO_DECODE
 FAILED_TO_RASTERIZE = "failed_to_rasterize"
+REFUSED = "refused"
+TOO_LARGE = download.TOO_LARGE
+
+#: Source kinds whose folders may hold SVG drawings (never URLs or CSV paths).
+SVG_KINDS = frozenset({"demo", "folder", "zip_folder"})
 
 
 class CatalogError(ArtifactError):
@@ -64,6 +86,11 @@ def file_stem(item_id: str) -> str:
     if safe != item_id:
         safe += "-" + sha256_text(item_id)[:8]
     return safe
+
+
+def content_fingerprint(ids: list[str], hashes: list[str]) -> str:
+    """sha256 of ``id:sha256`` lines: changes when an item is added, removed or its bytes change."""
+    return sha256_text(*(f"{i}:{h}" for i, h in zip(ids, hashes)))
 
 
 @dataclasses.dataclass
@@ -85,7 +112,8 @@ class Catalog:
         """Loads the catalogue at ``root``.
 
         Raises:
-            CatalogError: No catalogue is there, or it was written by an incompatible version.
+            CatalogError: No catalogue is there, it was written by an incompatible version, or
+                the items table its manifest names is missing.
         """
         root = Path(root).expanduser()
         if not root.is_dir():
@@ -99,7 +127,13 @@ class Catalog:
                 f"{root} has catalogue format {manifest.get('format_version')}; this imgsim reads "
                 f"format {FORMAT_VERSION}. Rebuild it with: python -m imgsim build"
             )
-        items = pd.read_parquet(root / ITEMS)
+        items_file = str(manifest.get("items_file") or "")
+        if not re.fullmatch(r"items-[0-9a-f]{16}\.parquet", items_file) or not (root / items_file).is_file():
+            raise CatalogError(
+                f"{root}: the items table {items_file or '(none)'} named by its manifest is missing. "
+                "Rebuild it with: python -m imgsim build"
+            )
+        items = pd.read_parquet(root / items_file)
         return cls(root, manifest, items)
 
     @property
@@ -118,8 +152,13 @@ class Catalog:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A hash of the ingested ids in order: a store built for another list is stale."""
-        return sha256_text(*self.ok["id"].tolist())
+        """sha256 of the ingested items' ``id:sha256`` lines, in order.
+
+        A store built for another list of items, or for items whose bytes have since changed,
+        is stale.
+        """
+        hashes = self.ok["sha256"] if "sha256" in self.ok.columns else self.ok["source"]
+        return content_fingerprint(self.ok["id"].tolist(), hashes.tolist())
 
     def thumb_paths(self) -> list[Path]:
         """Thumbnail paths of the ingested items, row-aligned with :attr:`ok`."""
@@ -145,57 +184,124 @@ def default_catalog_path(name: str = "demo") -> Path:
     return data_dir() / "catalogs" / name
 
 
+def _zip_contents(folder: Path) -> tuple[str, Path]:
+    """What an unpacked zip holds: ``("zip_csv", the CSV)`` or ``("zip_folder", the folder)``.
+
+    A single top-level folder is looked into. A top-level ``.csv`` with the Flipkart columns
+    makes it a CSV source (its image paths relative to the CSV); anything else is a folder.
+    """
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        folder = entries[0]
+    for csv_path in sorted(folder.glob("*.csv")):
+        try:
+            header, _ = sources.read_csv_records(csv_path, "CSV")
+        except sources.SourceError:
+            continue
+        if all(c in header for c in sources.FLIPKART_REQUIRED):
+            return "zip_csv", csv_path
+    return "zip_folder", folder
+
+
 def plan(
-    source: str, labels: str | os.PathLike | None = None, label_column: str | None = None
+    source: str,
+    labels: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    *,
+    unpack_dir: str | os.PathLike | None = None,
 ) -> tuple[str, list[sources.ItemSpec]]:
     """Turns a source string into its kind and item list.
 
     ``demo`` is the demo catalogue; a folder is a folder of images; a ``.csv`` file is a
-    Flipkart-style CSV.
+    Flipkart-style CSV; a ``.zip`` file is unpacked (with the limits of
+    :mod:`imgsim.archive`) into ``unpack_dir/<sha256 of the zip>`` and read as the folder or
+    CSV it holds.
+
+    Args:
+        source: ``demo``, a folder, a ``.csv`` or a ``.zip``.
+        labels: For folders, an optional labels CSV joined on its ``path`` column.
+        label_column: The metadata column copied into ``label``.
+        unpack_dir: Where zips are unpacked (``ingest`` passes ``CATALOG/sources``);
+            default ``<data dir>/sources``.
+
+    Returns:
+        The kind (``demo``, ``folder``, ``flipkart_csv``, ``zip_folder`` or ``zip_csv``) and
+        the items.
 
     Raises:
-        sources.SourceError: The source does not exist or cannot be read.
+        sources.SourceError: The source does not exist or cannot be read (an
+            :class:`imgsim.archive.ArchiveError` for a refused zip).
     """
     if source == "demo":
         return "demo", sources.from_demo()
     path = Path(source).expanduser()
     if path.is_dir():
         return "folder", sources.from_folder(path, labels, label_column)
-    if path.is_file() and path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv" and path.exists():
         return "flipkart_csv", sources.from_flipkart_csv(path, label_column)
+    if path.suffix.lower() == ".zip" and path.exists():
+        from imgsim.archive import unpack_zip
+        from imgsim.artifacts import data_dir
+
+        unpacked = unpack_zip(path, Path(unpack_dir) if unpack_dir else data_dir() / "sources")
+        kind, inner = _zip_contents(unpacked)
+        if kind == "zip_csv":
+            return kind, sources.from_flipkart_csv(inner, label_column)
+        return kind, sources.from_folder(inner, labels, label_column)
     if not path.exists():
-        raise sources.SourceError(f"{source} does not exist (expected a folder, a .csv or 'demo')")
-    raise sources.SourceError(f"{source} is neither a folder, a .csv file, nor 'demo'")
+        raise sources.SourceError(
+            f"{source} does not exist (expected a folder, a .csv, a .zip or 'demo')"
+        )
+    raise sources.SourceError(f"{source} is neither a folder, a .csv or .zip file, nor 'demo'")
+
+
+def _download_path(root: Path, spec: sources.ItemSpec) -> Path:
+    """Where a URL's body is cached: named by the id and the URL, so a new URL is a new file."""
+    suffix = Path(spec.source.split("?")[0]).suffix.lower()
+    suffix = suffix if suffix in sources.IMAGE_SUFFIXES and suffix != ".svg" else ".img"
+    return root / "downloads" / f"{file_stem(spec.id)}-{sha256_text(spec.source)[:10]}{suffix}"
 
 
 def _read_source(
-    spec: sources.ItemSpec, root: Path, session: Any, config: download.DownloadConfig
-) -> tuple[str, str, Any]:
-    """Fetches one item's encoded image: returns (status, message, path-or-bytes)."""
+    spec: sources.ItemSpec,
+    root: Path,
+    session: Any,
+    config: download.DownloadConfig,
+    *,
+    refresh: bool = False,
+) -> tuple[str, str, bytes | None]:
+    """Fetches one item's encoded bytes: returns (status, message, bytes or None).
+
+    A URL's body is downloaded once and cached under ``downloads/``; ``refresh`` downloads it
+    again. A local file is read whole (it is hashed on every run, so a change is noticed).
+    """
+    if spec.problem:
+        return REFUSED, spec.problem, None
     if spec.is_url:
-        stem = file_stem(spec.id)
-        cached = next((root / "downloads").glob(f"{glob_escape(stem)}.*"), None)
-        if cached is not None:
-            return OK, "", cached
+        cached = _download_path(root, spec)
+        if cached.is_file() and not refresh:
+            try:
+                return OK, "", safety.read_regular_file(cached, MAX_BYTES)
+            except safety.FileRefusedError:
+                pass  # a damaged cache entry: download again
         result = download.fetch(session, spec.source, config)
         if result.status != OK:
             return result.status, result.message, None
-        suffix = Path(spec.source.split("?")[0]).suffix.lower()
-        suffix = suffix if suffix in sources.IMAGE_SUFFIXES else ".img"
-        target = root / "downloads" / f"{stem}{suffix}"
-        write_bytes_atomic(target, result.content)
-        return OK, "", target
+        write_bytes_atomic(cached, result.content)
+        return OK, "", result.content
+    if not spec.source:
+        return MISSING_FILE, "the row names no image", None
     path = Path(spec.source)
-    if not path.is_file():
-        return MISSING_FILE, f"file not found: {path}", None
-    if path.suffix.lower() == ".svg":
-        import cairosvg
-
-        try:
-            return OK, "", cairosvg.svg2png(url=str(path), output_width=2 * THUMB_SIDE)
-        except (ValueError, OSError, SyntaxError, TypeError, KeyError) as err:
-            return FAILED_TO_RASTERIZE, f"{path.name}: SVG could not be drawn ({type(err).__name__}: {err})", None
-    return OK, "", path
+    limit = MAX_SVG_BYTES if path.suffix.lower() == ".svg" else MAX_BYTES
+    try:
+        return OK, "", safety.read_regular_file(path, limit)
+    except safety.FileRefusedError as err:
+        message = str(err).replace(str(path), path.name, 1)
+        if "does not exist" in message:
+            return MISSING_FILE, f"file not found: {path}", None
+        if "limit" in message:
+            return TOO_LARGE, message, None
+        return REFUSED, message, None
 
 
 def glob_escape(text: str) -> str:
@@ -204,24 +310,104 @@ def glob_escape(text: str) -> str:
 
 
 def _ingest_one(
-    spec: sources.ItemSpec, root: Path, session: Any, config: download.DownloadConfig
+    spec: sources.ItemSpec,
+    root: Path,
+    session: Any,
+    config: download.DownloadConfig,
+    previous: dict[str, Any] | None = None,
+    *,
+    allow_svg: bool = False,
+    refresh: bool = False,
 ) -> dict[str, Any]:
-    """Reads, decodes and thumbnails one item; never raises for bad content."""
+    """Reads, hashes, decodes and thumbnails one item; never raises for bad content.
+
+    If ``previous`` (this id's row from the last run) has the same source and the same
+    sha256 and its thumbnail is present, it is kept without decoding again.
+    """
     row = {**{k: str(v) for k, v in spec.fields.items()}, "id": spec.id, "source": spec.source}
-    status, message, data = _read_source(spec, root, session, config)
+    status, message, data = _read_source(spec, root, session, config, refresh=refresh)
+    row["sha256"] = hashlib.sha256(data).hexdigest() if data is not None else ""
+    if status == OK and previous is not None and previous.get("status") == OK \
+            and previous.get("source") == spec.source and previous.get("sha256") == row["sha256"] \
+            and previous.get("thumb") and (root / previous["thumb"]).is_file():
+        row.update({k: previous[k] for k in ("status", "message", "thumb")})
+        row["up_to_date"] = True
+        return row
     if status == OK:
+        name = Path(spec.source.split("?")[0]).name or spec.id
         try:
+            if Path(spec.source).suffix.lower() == ".svg" and not spec.is_url and allow_svg:
+                status = FAILED_TO_RASTERIZE  # until it is drawn
+                data = rasterize_svg(data, 2 * THUMB_SIDE, name)
+                status = OK
             rgb = decode_image(data, max_side=THUMB_SIDE)
         except ImageDecodeError as err:
-            status, message = FAILED_TO_DECODE, str(err)
+            status = FAILED_TO_RASTERIZE if status == FAILED_TO_RASTERIZE else FAILED_TO_DECODE
+            message = str(err).replace("the image: ", f"{name}: ", 1)
         else:
-            thumb = f"thumbs/{file_stem(spec.id)}.jpg"
+            thumb = f"thumbs/{file_stem(spec.id)}-{row['sha256'][:12]}.jpg"
             write_bytes_atomic(root / thumb, encode_jpeg(rgb))
             row["thumb"] = thumb
             message = f"{rgb.shape[1]}x{rgb.shape[0]}"
     row["status"], row["message"] = status, message
     row.setdefault("thumb", "")
     return row
+
+
+def _previous_rows(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The rows and manifest of the catalogue at ``root``, if one of this format is there.
+
+    An older format, or a manifest whose items table is gone, gives no rows (the build starts
+    afresh and replaces it); a directory holding another kind of artifact is refused.
+    """
+    if not (root / MANIFEST).is_file():
+        return {}, {}
+    try:
+        manifest = read_manifest(root, KIND)
+    except ArtifactError as err:
+        raise CatalogError(f"{root} is not a catalogue, so it is left alone: {err}") from err
+    try:
+        old = Catalog.load(root)
+    except CatalogError:
+        return {}, manifest
+    return {r["id"]: r for r in old.items.to_dict("records")}, manifest
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _commit(root: Path, items: pd.DataFrame, manifest: dict[str, Any]) -> str:
+    """Writes the items table under its hash, then the manifest that names it (the commit)."""
+    buffer = io.BytesIO()
+    items.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    items_file = f"items-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+    write_bytes_atomic(root / items_file, data)
+    write_json_atomic(root / MANIFEST, {**manifest, "items_file": items_file})
+    return items_file
+
+
+def _clean_up(root: Path, items_file: str, items: pd.DataFrame, source_dir: Path | None) -> None:
+    """Deletes what the committed manifest no longer names: old tables, thumbnails, unpacked zips."""
+    for old in root.glob("items*.parquet"):
+        if old.name != items_file:
+            old.unlink(missing_ok=True)
+    keep = {Path(t).name for t in items["thumb"] if t}
+    thumbs = root / "thumbs"
+    if thumbs.is_dir():
+        for old in thumbs.glob("*.jpg"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+    unpacked = root / "sources"
+    if unpacked.is_dir():
+        for old in unpacked.iterdir():
+            if source_dir is None or old.name != source_dir.name:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def ingest(
@@ -232,19 +418,24 @@ def ingest(
     label_column: str | None = None,
     download_config: download.DownloadConfig | None = None,
     progress: Progress = silent,
+    refresh_downloads: bool = False,
 ) -> Catalog:
     """Builds or refreshes the catalogue at ``out`` from ``source``.
 
-    Items already ingested (same id and source, thumbnail present) are kept as they are; the
-    rest, failed ones included, are (re)tried.
+    Every item's bytes are read and hashed (``sha256`` column); an item whose id, source and
+    hash match the last run and whose thumbnail is present is kept as it is, the rest, failed
+    ones included, are (re)decoded. So a changed local file is noticed on the next run. A URL's
+    body is downloaded once and cached; ``refresh_downloads=True`` downloads every URL again
+    and notices changed bodies the same way (a changed URL in the CSV is always a new download).
 
     Args:
-        source: A folder, a Flipkart-style ``.csv`` or ``"demo"``.
+        source: A folder, a Flipkart-style ``.csv``, a ``.zip`` of either, or ``"demo"``.
         out: The catalogue directory (created if needed).
         labels: For folders, an optional labels CSV joined on its ``path`` column.
         label_column: The metadata column copied into ``label`` (used by evaluation).
         download_config: Workers, timeouts, retries and size caps for URL sources.
         progress: Called as items finish.
+        refresh_downloads: Download URL items again instead of using the cached bodies.
 
     Returns:
         The refreshed :class:`Catalog`.
@@ -253,44 +444,34 @@ def ingest(
         sources.SourceError: The source cannot be read at all.
         CatalogError: ``out`` holds something that is not a catalogue.
     """
-    kind, specs = plan(source, labels, label_column)
+    root = Path(out).expanduser()
+    previous, old_manifest = _previous_rows(root)
+    kind, specs = plan(source, labels, label_column, unpack_dir=root / "sources")
     if not specs:
         raise sources.SourceError(f"{source} lists no items")
     ids = [s.id for s in specs]
     if len(set(ids)) != len(ids):
         dupes = pd.Series(ids)[pd.Series(ids).duplicated()].unique()[:3]
         raise sources.SourceError(f"{source} repeats item ids, e.g. {', '.join(map(str, dupes))}")
-    root = Path(out).expanduser()
-    previous: dict[str, dict[str, Any]] = {}
-    if (root / ITEMS).exists():
-        old = Catalog.load(root)
-        previous = {r["id"]: r for r in old.items.to_dict("records")}
     root.mkdir(parents=True, exist_ok=True)
     config = download_config or download.DownloadConfig()
     session = download.make_session(config) if any(s.is_url for s in specs) else None
+    allow_svg = kind in SVG_KINDS
 
     rows: list[dict[str, Any] | None] = [None] * len(specs)
-    todo = []
-    for i, spec in enumerate(specs):
-        old_row = previous.get(spec.id)
-        if (
-            old_row is not None
-            and old_row["status"] == OK
-            and old_row["source"] == spec.source
-            and (root / old_row["thumb"]).is_file()
-        ):
-            rows[i] = {**{k: str(v) for k, v in spec.fields.items()}, **{
-                k: old_row[k] for k in ("id", "source", "status", "message", "thumb")
-            }}
-        else:
-            todo.append(i)
-    done = len(specs) - len(todo)
-    progress(done, len(specs), f"{done} up to date")
+    done = up_to_date = 0
+    progress(0, len(specs), "reading")
     workers = config.workers if session is not None else min(4, os.cpu_count() or 1)
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_ingest_one, specs[i], root, session, config): i for i in todo}
+        futures = {
+            pool.submit(_ingest_one, spec, root, session, config, previous.get(spec.id),
+                        allow_svg=allow_svg, refresh=refresh_downloads): i
+            for i, spec in enumerate(specs)
+        }
         for future in cf.as_completed(futures):
-            rows[futures[future]] = future.result()
+            row = future.result()
+            up_to_date += bool(row.pop("up_to_date", False))
+            rows[futures[future]] = row
             done += 1
             progress(done, len(specs), specs[futures[future]].fields.get("name", "")[:40])
 
@@ -300,13 +481,9 @@ def ingest(
             items[column] = ""
     extras = [c for c in items.columns if c not in CORE_COLUMNS]
     items = items[list(CORE_COLUMNS) + extras].fillna("").astype(str)
-    tmp = root / f".{ITEMS}.tmp"
-    items.to_parquet(tmp, index=False)
-    os.replace(tmp, root / ITEMS)
     counts = items["status"].value_counts().to_dict()
-    old_manifest = {}
-    if (root / "manifest.json").exists():
-        old_manifest = read_manifest(root, KIND)
+    ok = items[items["status"] == OK]
+    source_dir = root / "sources" / _sha256_file(Path(source)) if kind.startswith("zip_") else None
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -317,14 +494,16 @@ def ingest(
         "thumb_side": THUMB_SIDE,
         "n_items": int(len(items)),
         "n_ok": int(counts.get(OK, 0)),
+        "n_up_to_date": int(up_to_date),
         "status_counts": {k: int(v) for k, v in counts.items()},
-        "fingerprint": sha256_text(*items.loc[items["status"] == OK, "id"].tolist()),
+        "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist()),
         "created": old_manifest.get("created", now_iso()),
         "updated": now_iso(),
         "library_versions": library_versions(),
     }
-    write_json_atomic(root / "manifest.json", manifest)
-    return Catalog(root, manifest, items)
+    items_file = _commit(root, items, manifest)
+    _clean_up(root, items_file, items, source_dir)
+    return Catalog(root, {**manifest, "items_file": items_file}, items)
 
 
 def list_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
@@ -332,4 +511,4 @@ def list_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
     base = Path(base) if base is not None else default_catalog_path("x").parent
     if not base.is_dir():
         return []
-    return sorted(p for p in base.iterdir() if (p / "manifest.json").is_file() and (p / ITEMS).is_file())
+    return sorted(p for p in base.iterdir() if (p / MANIFEST).is_file())

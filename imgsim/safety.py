@@ -156,7 +156,7 @@ def inside(base: str | os.PathLike, relative: str) -> Path:
     Raises:
         PathOutsideError: ``relative`` is absolute, or ``..`` or a symlink takes it outside.
     """
-    base = Path(base).resolve()
+    base = _resolve(Path(base))
     if not relative or relative.startswith(("/", "\\")) or Path(relative).is_absolute() or (
         len(relative) > 1 and relative[1] == ":"
     ):
@@ -164,15 +164,26 @@ def inside(base: str | os.PathLike, relative: str) -> Path:
                                f"{base}")
     if "\x00" in relative:
         raise PathOutsideError("the path holds a NUL character")
-    target = (base / relative).resolve()
+    target = _resolve(base / relative)
     if target != base and base not in target.parents:
         raise PathOutsideError(f"the path leaves {base} (through '..' or a symlink)")
     return target
 
 
+def _resolve(path: Path) -> Path:
+    """``path.resolve()``, with a symlink loop reported as a PathOutsideError."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as err:  # Python 3.11 raises RuntimeError on a loop
+        raise PathOutsideError(f"{path} is a symlink loop ({type(err).__name__})") from None
+
+
 def under_local_roots(path: str | os.PathLike) -> bool:
     """Whether ``path``, symlinks resolved, lies under one of :func:`local_roots`."""
-    target = Path(path).expanduser().resolve()
+    try:
+        target = _resolve(Path(path).expanduser())
+    except PathOutsideError:
+        return False
     return any(target == root or root in target.parents for root in local_roots())
 
 
@@ -189,7 +200,7 @@ def check_local_path(path: str | os.PathLike) -> Path:
         PathOutsideError: It is not under any listed root (or none are listed); the message
             names the variable.
     """
-    target = Path(path).expanduser().resolve()
+    target = _resolve(Path(path).expanduser())
     if not under_local_roots(target):
         roots = local_roots()
         where = (f"under {os.pathsep.join(map(str, roots))}" if roots

@@ -2,20 +2,32 @@
 
 Each source is turned into a list of :class:`ItemSpec` (a stable id, where to read the image,
 and its metadata) without touching any pixels; :mod:`imgsim.catalog` does the reading.
+
+What a source may point at (issue 14): a CSV's image column takes ``http(s)`` URLs, or paths
+relative to the CSV's own folder that stay inside it; absolute paths and ``file://`` URLs only
+under the roots listed in ``IMGSIM_LOCAL_ROOTS``. A labels CSV's ``path`` stays inside its
+folder. An item that breaks these rules is kept with a ``problem`` and recorded as refused;
+a CSV whose rows have the wrong number of fields, or that lists a path twice, is an error
+naming the line. Messages never quote a file's contents.
 """
 
 from __future__ import annotations
 
 import ast
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
+import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-import pandas as pd
+from imgsim import safety
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".svg"}
@@ -25,6 +37,8 @@ DEMO_PACKAGE = "tuxpaint-stamps-default"
 NAME_COLUMNS = ("name", "product_name", "productDisplayName", "title")
 CATEGORY_COLUMNS = ("category", "subCategory", "masterCategory")
 FLIPKART_REQUIRED = ("uniq_id", "product_name", "image")
+#: Largest CSV read (labels or product list), in bytes.
+MAX_CSV_BYTES = 512 * 2**20
 
 
 class SourceError(ValueError):
@@ -39,11 +53,13 @@ class ItemSpec:
         id: Stable identifier (a product id, or a hash of the source path).
         source: A file path or an http(s) URL.
         fields: Metadata: ``name``, ``category``, ``label`` and any extra columns.
+        problem: Why the item must not be read (an unsafe path or URL); empty when it may.
     """
 
     id: str
     source: str
     fields: dict[str, Any]
+    problem: str = ""
 
     @property
     def is_url(self) -> bool:
@@ -63,6 +79,78 @@ def _clean(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def read_csv_records(path: str | os.PathLike, what: str = "CSV") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Reads a CSV strictly: a regular file under :data:`MAX_CSV_BYTES`, UTF-8, every row as
+    wide as the header.
+
+    Args:
+        path: The CSV.
+        what: What it is, for messages (``"labels CSV"``).
+
+    Returns:
+        The header, and ``(line number, row)`` pairs (the line where each row starts).
+
+    Raises:
+        SourceError: Unreadable, not UTF-8, empty, a header naming a column twice, or a row
+            with extra or missing fields; the message names the line, never its contents.
+    """
+    try:
+        data = safety.read_regular_file(path, MAX_CSV_BYTES)
+    except safety.FileRefusedError as err:
+        raise SourceError(f"the {what} {err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SourceError(f"the {what} {path} is not UTF-8 text (bad byte at offset {err.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise SourceError(f"the {what} {path} is empty")
+        header = [h.strip() for h in header]
+        if len(set(header)) != len(header):
+            first = next(i for i, h in enumerate(header) if header.index(h) != i)
+            raise SourceError(
+                f"the {what} {path}: its header names the same column twice "
+                f"(columns {header.index(header[first]) + 1} and {first + 1})"
+            )
+        records: list[tuple[int, dict[str, str]]] = []
+        end = reader.line_num
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise SourceError(
+                    f"the {what} {path}: line {start} has {len(row)} fields but the header has "
+                    f"{len(header)} (an unquoted comma, or a missing field?)"
+                )
+            records.append((start, dict(zip(header, row))))
+    except csv.Error as err:
+        raise SourceError(f"the {what} {path}: line {reader.line_num} cannot be parsed ({err})") from None
+    return header, records
+
+
+def _walk_images(root: Path) -> list[Path]:
+    """Image-named entries under ``root``, sorted; symlinked folders are not followed.
+
+    Entries that are not regular files (a FIFO, a symlink loop, a link to a device) are listed
+    too, so that the catalogue records why each was refused instead of skipping it silently.
+    """
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def _path_key(relative: str) -> str:
+    """The join key of a ``path`` cell: ``/``-separated and normalised (``./a`` is ``a``)."""
+    return posixpath.normpath(relative.strip().replace("\\", "/"))
+
+
 def from_folder(
     root: str | Path, labels_csv: str | Path | None = None, label_column: str | None = None
 ) -> list[ItemSpec]:
@@ -72,30 +160,45 @@ def from_folder(
     With one, rows are joined on its ``path`` column (relative to ``root``); its other columns
     become metadata, and ``name``/``category``/``label`` are taken from the usual column names.
 
+    A file that is a symlink leading outside ``root`` (and outside ``IMGSIM_LOCAL_ROOTS``) is
+    kept with a ``problem``, so the catalogue records it as refused.
+
     Args:
         root: The folder.
         labels_csv: Optional CSV with a ``path`` column.
         label_column: The column that becomes ``label`` (default: ``label``, else the category).
 
     Raises:
-        SourceError: The folder does not exist, holds no images, or the CSV lacks ``path``.
+        SourceError: The folder does not exist or holds no images; the CSV lacks ``path``,
+            lists a path twice, has a ``path`` that leaves ``root``, or a malformed row.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise SourceError(f"{root} is not a folder")
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+    files = _walk_images(root)
     rows: dict[str, dict[str, Any]] = {}
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-        if "path" not in table.columns:
+        header, records = read_csv_records(labels_csv, "labels CSV")
+        if "path" not in header:
             raise SourceError(
-                f"{labels_csv} needs a `path` column (relative to {root}). "
-                f"Received columns: {', '.join(table.columns)}"
+                f"the labels CSV {labels_csv} needs a `path` column (relative to {root}); its "
+                f"header has {len(header)} column(s), none named `path`"
             )
-        rows = {str(r["path"]).removeprefix("./"): dict(r) for r in table.to_dict("records")}
+        lines: dict[str, int] = {}
+        for line, record in records:
+            key = _path_key(record["path"])
+            try:
+                safety.inside(root, key)
+            except safety.PathOutsideError as err:
+                raise SourceError(
+                    f"the labels CSV {labels_csv}: line {line}: `path` must stay inside {root} ({err})"
+                ) from None
+            if key in lines:
+                raise SourceError(
+                    f"the labels CSV {labels_csv} lists the same path on lines {lines[key]} and {line}"
+                )
+            lines[key] = line
+            rows[key] = record
     if not files and not rows:
         raise SourceError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     specs = []
@@ -123,13 +226,26 @@ def from_folder(
         item_id = str(row["id"]) if row is not None and row.get("id") else path_id(rel)
         fields["label"] = _pick_label(fields, label_column)
         seen.add(rel)
-        specs.append(ItemSpec(item_id, str(path), fields))
+        specs.append(ItemSpec(item_id, str(path), fields, _folder_problem(root, rel)))
     for rel, row in rows.items():
         if rel not in seen:  # listed in the CSV but not on disk: kept, and reported as missing
             fields = {k: _clean(v) for k, v in row.items()}
             fields["label"] = _pick_label(fields, label_column)
             specs.append(ItemSpec(str(row.get("id") or path_id(rel)), str(root / rel), fields))
     return specs
+
+
+def _folder_problem(root: Path, rel: str) -> str:
+    """Why a listed file must not be read (a symlink out of the folder), or ``""``."""
+    try:
+        safety.inside(root, rel)
+    except safety.PathOutsideError as err:
+        if "symlink loop" in str(err):
+            return ""  # reading it reports the loop itself
+        if safety.under_local_roots(root / rel):
+            return ""
+        return f"{rel}: refused, {err}; list its folder in {safety.LOCAL_ROOTS_ENV} to allow it"
+    return ""
 
 
 def _pick_label(fields: dict[str, Any], label_column: str | None) -> str:
@@ -163,30 +279,63 @@ def parse_category_tree(text: str) -> list[str]:
     return [level.strip() for level in items[0].split(">>") if level.strip()]
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def image_source(cell: str, base: Path) -> tuple[str, str]:
+    """Where a CSV's image cell may be read from: ``(source, problem)``.
+
+    ``http(s)`` URLs pass as they are; a relative path must stay inside ``base`` (the CSV's
+    folder); an absolute path or ``file://`` URL must be under ``IMGSIM_LOCAL_ROOTS``; other
+    schemes are refused. ``problem`` is empty when the source may be read.
+    """
+    cell = cell.strip()
+    if not cell:
+        return "", ""
+    if cell.startswith(("http://", "https://")):
+        return cell, ""
+    scheme = _SCHEME.match(cell)
+    if cell.lower().startswith("file:"):
+        path = unquote(urlsplit(cell).path)
+    elif scheme and len(scheme.group(1)) > 1:
+        return cell, f"refused: only http(s) URLs or paths are read, not {scheme.group(1)}: URLs"
+    else:
+        path = cell
+    if os.path.isabs(path) or cell.lower().startswith("file:"):
+        try:
+            return str(safety.check_local_path(path)), ""
+        except safety.PathOutsideError as err:
+            return path, f"refused: {err}"
+    try:
+        return str(safety.inside(base, path)), ""
+    except safety.PathOutsideError as err:
+        return str(base / path), f"refused: a relative path must stay inside the CSV's folder ({err})"
+
+
 def from_flipkart_csv(
     csv_path: str | Path, label_column: str | None = None, image_index: int = 0
 ) -> list[ItemSpec]:
     """Reads a CSV shaped like Kaggle's ``flipkart_com-ecommerce_sample.csv``.
 
-    ``image`` holds a list of URLs (the ``image_index``-th is used); ``product_category_tree``
-    becomes ``category`` (level 1), ``subcategory`` (level 2), ``category_path`` and
-    ``category_N`` columns.
+    ``image`` holds a list of URLs (the ``image_index``-th is used), or paths relative to the
+    CSV's folder (see :func:`image_source`); ``product_category_tree`` becomes ``category``
+    (level 1), ``subcategory`` (level 2), ``category_path`` and ``category_N`` columns.
 
     Raises:
-        SourceError: The file is unreadable or lacks the required columns.
+        SourceError: The file is unreadable, lacks the required columns, or has a row with
+            extra or missing fields (the message names the line).
     """
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SourceError(f"cannot read {csv_path}: {err}") from err
-    missing = [c for c in FLIPKART_REQUIRED if c not in table.columns]
+    csv_path = Path(csv_path)
+    header, records = read_csv_records(csv_path, "CSV")
+    missing = [c for c in FLIPKART_REQUIRED if c not in header]
     if missing:
         raise SourceError(
-            f"{csv_path} is not a Flipkart-style CSV: missing column(s) {', '.join(missing)}. "
-            f"Received columns: {', '.join(table.columns[:12])}"
+            f"{csv_path} is not a Flipkart-style CSV: missing column(s) {', '.join(missing)} "
+            f"(its header has {len(header)} column(s))"
         )
+    base = csv_path.expanduser().resolve().parent
     specs = []
-    for row in table.to_dict("records"):
+    for line, row in records:
         urls = parse_list_field(row.get("image", ""))
         levels = parse_category_tree(row.get("product_category_tree", ""))
         fields: dict[str, Any] = {
@@ -201,8 +350,11 @@ def from_flipkart_csv(
         if "retail_price" in row and "price" not in fields:
             fields["price"] = row["retail_price"]
         fields["label"] = _pick_label(fields, label_column)
-        url = urls[image_index] if len(urls) > image_index else (urls[0] if urls else "")
-        specs.append(ItemSpec(str(row["uniq_id"]), url, fields))
+        cell = urls[image_index] if len(urls) > image_index else (urls[0] if urls else "")
+        source, problem = image_source(cell, base)
+        if problem:
+            problem = f"line {line}: {problem}"
+        specs.append(ItemSpec(str(row["uniq_id"]), source, fields, problem))
     return specs
 
 
