@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ HNSW_EF_CONSTRUCTION = 200
 DEFAULT_EF = 128
 INSERT_BATCH = 1000
 METRICS = {"cosine": "COSINE", "euclidean": "L2"}
+# Milvus's error code for a search on a collection that is not loaded.
+COLLECTION_NOT_LOADED = 101
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERSION_RE = r"_v\d+$"
@@ -332,9 +334,8 @@ class MilvusBackend:
 
     def count(self, collection: str) -> int:
         """Number of live rows (deleted ones not counted)."""
-        self._ensure_loaded(collection)
-        rows = self._client.query(collection, filter="", output_fields=["count(*)"],
-                                  consistency_level="Strong")
+        rows = self._loaded_call(collection, lambda: self._client.query(
+            collection, filter="", output_fields=["count(*)"], consistency_level="Strong"))
         return int(rows[0]["count(*)"])
 
     # -- writing ----------------------------------------------------------------------------------
@@ -437,8 +438,12 @@ class MilvusBackend:
         """
         dim = int(self.manifest(collection)["dim"])
         vectors = self._check_rows(ids, vectors, categories, labels, dim=dim)
-        if len(ids):
-            self._client.upsert(collection, list(_rows(ids, vectors, categories, labels)))
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
+        for start in range(0, len(ids), INSERT_BATCH):
+            stop = start + INSERT_BATCH
+            self._client.upsert(collection, list(_rows(ids[start:stop], vectors[start:stop],
+                                                       categories[start:stop], labels[start:stop])))
         return len(ids)
 
     def delete(self, collection: str, ids: Sequence[str]) -> int:
@@ -449,8 +454,9 @@ class MilvusBackend:
         """
         self.manifest(collection)
         ids = [str(i) for i in ids]
-        if ids:
-            self._client.delete(collection, filter=f"id in [{', '.join(quote(i) for i in ids)}]")
+        for start in range(0, len(ids), INSERT_BATCH):
+            chunk = ids[start:start + INSERT_BATCH]
+            self._client.delete(collection, filter=f"id in [{', '.join(quote(i) for i in chunk)}]")
         return len(ids)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -489,16 +495,16 @@ class MilvusBackend:
             raise ValueError(f"`vectors` must have shape (Q, {dim}). Received: {np.shape(vectors)}")
         if len(queries) == 0:
             return []
-        self._ensure_loaded(collection)
         metric = manifest.get("metric", "cosine")
         ef = max(k, self.ef or int(manifest.get("index", {}).get("ef", DEFAULT_EF)))
         # Euclidean scores are recomputed here: Milvus versions differ on squared or plain L2.
         output = [VECTOR_FIELD] if metric == "euclidean" else []
-        results = self._client.search(
-            collection, data=queries.tolist(), limit=k, filter=filter_expression(category, exclude_ids),
-            output_fields=output, anns_field=VECTOR_FIELD, consistency_level="Strong",
+        expression = filter_expression(category, exclude_ids)
+        results = self._loaded_call(collection, lambda: self._client.search(
+            collection, data=queries.tolist(), limit=k, filter=expression, output_fields=output,
+            anns_field=VECTOR_FIELD, consistency_level="Strong",
             search_params={"metric_type": METRICS[metric], "params": {"ef": ef}},
-        )
+        ))
         out = []
         for q, hits in zip(queries, results):
             if metric == "euclidean":
@@ -563,6 +569,19 @@ class MilvusBackend:
         except Exception:  # noqa: BLE001 - cleanup must not hide the original error
             pass
 
+    def _loaded_call(self, collection: str, call: Callable[[], Any]) -> Any:
+        """Runs a search or query, loading the collection first and again if the server lost it."""
+        self._ensure_loaded(collection)
+        try:
+            return call()
+        except Exception as err:
+            # Code 101: not loaded (a restarted server, or another client released it).
+            if getattr(err, "code", None) != COLLECTION_NOT_LOADED:
+                raise
+            self._loaded.discard(collection)
+            self._ensure_loaded(collection)
+            return call()
+
     def _ensure_loaded(self, collection: str) -> None:
         """After a reopen (or a server restart) a collection must be loaded before search or query."""
         if collection in self._loaded:
@@ -577,7 +596,8 @@ class MilvusBackend:
 def _rows(ids: Sequence[str], vectors: np.ndarray, categories: Sequence[str],
           labels: Sequence[str]) -> Iterator[dict[str, Any]]:
     for i, v, c, lab in zip(ids, vectors, categories, labels):
-        yield {ID_FIELD: str(i), VECTOR_FIELD: v.tolist(), "category": _text(c), "label": _text(lab)}
+        # pymilvus takes float32 rows as they are (faster than lists of Python floats).
+        yield {ID_FIELD: str(i), VECTOR_FIELD: v, "category": _text(c), "label": _text(lab)}
 
 
 def _limit_faiss_threads(threads: int | None) -> None:

@@ -176,6 +176,9 @@ def test_embedded_milvus_lite(tmp_path, data):
     with MilvusBackend(uri) as backend:
         assert backend.count(name) == N
         assert_same_top_k(backend.search(name, data.queries, K), data.index, data.queries, data.ids, K)
+        # Released behind this backend's back (as a server restart does): loaded again.
+        backend._client.release_collection(name)
+        assert backend.count(name) == N
         # A re-export replaces the data behind the name and leaves one version behind.
         half = Data()
         half.ids, half.vectors = data.ids[:100], data.vectors[:100]
@@ -295,8 +298,14 @@ def test_server_mode_and_restart(milvus_server, data):
         assert export(backend, name, data) == N
         run_checks(backend, name, data)
         backend.delete(backend.collection_name("shop", "pretrained"), [data.ids[1]])
+    survivor = MilvusBackend(milvus_server.uri)
+    assert survivor.count(name) == N - 1
     milvus_server.stop()
     milvus_server.start()
+    try:
+        assert survivor.count(name) == N - 1  # reconnects, and loads the collection again
+    finally:
+        survivor.close()
     with MilvusBackend(milvus_server.uri) as backend:
         assert backend.count(name) == N - 1
         assert backend.manifest(name)["fingerprint"] == "v1"
