@@ -28,7 +28,7 @@ from imgsim.search import Index
 # Categories that would break or rewrite a naively built expression.
 QUOTED = 'say "hi"'
 INJECTION = 'x" or category != "'
-CATEGORIES = ["shoes", "bags", QUOTED, INJECTION, "back\\slash 'single'"]
+CATEGORIES = ["shoes", "bags", QUOTED, INJECTION, "back\\slash 'single'", "Küche & Bad 台所"]
 N, DIM, K = 240, 16, 8
 
 
@@ -187,6 +187,20 @@ def test_embedded_milvus_lite(tmp_path, data):
         assert backend.count(name) == 100
         assert [c for c in backend._client.list_collections() if c.startswith(name)] != []
         assert len([c for c in backend._client.list_collections() if c.startswith(name)]) == 1
+
+
+@needs_milvus
+def test_euclidean_collections_return_distances(tmp_path, data):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(N, DIM)).astype(np.float32) * rng.uniform(0.5, 2.0, size=(N, 1)).astype(np.float32)
+    manifest = {**data.manifest, "metric": "euclidean"}
+    with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
+        backend.export_arrays("shop_l2", data.ids, vectors, data.categories, data.labels, manifest=manifest)
+        got = backend.search("shop_l2", data.queries, K, category="bags")
+    exact = Index(vectors, "euclidean").search(data.queries, K, mask=np.array(data.categories) == "bags")
+    for q, hits in enumerate(got):
+        assert [i for i, _ in hits] == [data.ids[r] for r in exact.rows[q]]
+        np.testing.assert_allclose([d for _, d in hits], exact.scores[q], rtol=1e-5)
 
 
 @needs_milvus
