@@ -76,7 +76,7 @@ def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...] | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise ArchiveError(f"the zip entry {name!r} is a symbolic link; links are not unpacked")
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ArchiveError(f"the zip entry {name!r} is not a regular file or folder")
     if info.flag_bits & 0x1:
         raise ArchiveError(f"the zip entry {name!r} is encrypted")

@@ -18,6 +18,7 @@ import os
 import stat
 import struct
 import sys
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -118,8 +119,15 @@ def _zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> None
             archive.writestr(name, data)
 
 
+#: The hostile archives: name -> a word of the refusal message (with ZipLimits(max_entries=2000)).
+ZIPS = {"bomb.zip": "ratio", "slip.zip": "leaves the archive", "absolute.zip": "absolute",
+        "symlink.zip": "symbolic link", "collision.zip": "both a file and a folder",
+        "duplicate.zip": "twice", "many.zip": "entries", "not_a.zip": "not a valid zip",
+        "liar.zip": "damaged"}
+
+
 def make_zips(out: Path, bomb_mb: int = 64) -> dict[str, str]:
-    """Writes the hostile archives; returns name -> a word of the refusal message."""
+    """Writes the hostile archives; returns :data:`ZIPS`."""
     out.mkdir(parents=True, exist_ok=True)
     jpeg = small_jpeg()
     expected = {}
@@ -140,7 +148,9 @@ def make_zips(out: Path, bomb_mb: int = 64) -> dict[str, str]:
     expected["symlink.zip"] = "symbolic link"
     _zip(out / "collision.zip", [("x", jpeg), ("x/y.jpg", jpeg)])
     expected["collision.zip"] = "both a file and a folder"
-    _zip(out / "duplicate.zip", [("a.jpg", jpeg), ("a.jpg", jpeg)])
+    with warnings.catch_warnings():  # zipfile warns about the duplicate, which is the point
+        warnings.simplefilter("ignore", UserWarning)
+        _zip(out / "duplicate.zip", [("a.jpg", jpeg), ("a.jpg", jpeg)])
     expected["duplicate.zip"] = "twice"
     _zip(out / "many.zip", [(f"f{i}.jpg", b"") for i in range(2001)])
     expected["many.zip"] = "entries"
@@ -157,6 +167,7 @@ def make_zips(out: Path, bomb_mb: int = 64) -> dict[str, str]:
     struct.pack_into("<I", data, local + 22, 10)
     (out / "liar.zip").write_bytes(bytes(data))
     expected["liar.zip"] = "damaged"
+    assert expected == ZIPS
     return expected
 
 
