@@ -544,8 +544,11 @@ class MilvusBackend:
         for field in TEXT_FIELDS:
             schema.add_field(field, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
         params = self._client.prepare_index_params()
+        # Build parameters go nested under "params": a Milvus server expands that key, and Milvus
+        # Lite 3.2 reads only it (given flat, as pymilvus sends them, M and efConstruction are lost).
+        build = {"M": int(index["M"]), "efConstruction": int(index["efConstruction"])}
         params.add_index(VECTOR_FIELD, index_type="HNSW", metric_type=METRICS[manifest["metric"]],
-                         params={"M": int(index["M"]), "efConstruction": int(index["efConstruction"])})
+                         params={"params": build})
         self._client.create_collection(physical, schema=schema, index_params=params,
                                        consistency_level="Strong",
                                        properties={PROPERTY: json.dumps(manifest, sort_keys=True)})

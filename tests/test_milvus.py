@@ -165,6 +165,9 @@ def test_embedded_milvus_lite(tmp_path, data):
     with MilvusBackend(uri) as backend:
         assert not backend.has(name)
         assert export(backend, name, data) == N
+        index = backend._client.describe_index(name, "vector")
+        build = index.get("params", index)  # Milvus Lite nests the build parameters
+        assert (index["index_type"], int(build["M"]), int(build["efConstruction"])) == ("HNSW", 16, 200)
         run_checks(backend, name, data)
         with pytest.raises(ValueError, match=r"`vectors` must have shape \(Q, 16\)"):
             backend.search(name, np.zeros((1, 3)), K)
