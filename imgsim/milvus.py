@@ -19,9 +19,11 @@ Milvus Lite 3.2.2, one OpenMP thread): ``M=16, efConstruction=200, ef=128``. On 
 vectors (1,000 real EfficientNet-Lite0 embeddings of catalogue photos plus noisy copies; 200
 held-out photos as queries) recall@10 was 0.974 / 0.991 / 0.9975 / 0.9975 at ef 16 / 32 / 64 / 128,
 and 0.950 / 0.987 / 0.9985 / 0.9995 with a category filter (a third of the rows); on the tests'
-300 16-d vectors 1.0 from ef=32. Latency hardly changes with ef at this size (p50 6-8 ms, most of it
-gRPC), so ef=128 buys the filtered recall. Hard data needs more: on uniform random 128-d vectors
-ef=64 gave only 0.81; measure again for another model or size.
+300 16-d vectors 1.0 from ef=32. M=8 gave 0.9915 / 0.995 at ef 64 / 128 (filtered 0.990 / 0.9975);
+M=32 no more than M=16 (0.9965 / 0.997) for a bigger graph. Latency hardly changes with ef at this
+size (p50 5-8 ms with the 2 cores shared, most of it gRPC), so ef=128 buys the filtered recall. Hard
+data needs more: on uniform random 128-d vectors ef=64 gave only 0.81; measure again for another
+model or size.
 
 Filters are pushed down as Milvus expressions built here from escaped string literals (never by
 pasting user text into an expression).
