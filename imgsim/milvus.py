@@ -399,7 +399,9 @@ class MilvusBackend:
         Returns:
             Number of rows inserted.
         """
-        check_name(collection)
+        if len(check_name(collection)) > MAX_NAME - 20:
+            raise ValueError(f"`collection` must be at most {MAX_NAME - 20} characters (a version suffix is added). "
+                             f"Received: {len(collection)} characters")
         vectors = self._check_rows(ids, vectors, categories, labels, dim=int(manifest["dim"]))
         if len(set(ids)) != len(ids):
             raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
