@@ -47,7 +47,7 @@ from imgsim.artifacts import (
     read_manifest,
     write_json_atomic,
 )
-from imgsim.search import Hits, Index, Metric
+from imgsim.search import Hits, Metric
 
 KIND = "ann_index"
 FORMAT_VERSION = 1
@@ -219,6 +219,7 @@ class AnnIndex:
         live = np.flatnonzero(rows_of >= 0)
         self._node_of[rows_of[live]] = live
         self._digests = digests
+        self._live: np.ndarray | None = None  # bool over nodes, cached between removals
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -346,6 +347,7 @@ class AnnIndex:
         self._node_of = np.delete(self._node_of, rows)
         self._digests = np.delete(self._digests, rows)
         self._rows_of[self._node_of] = np.arange(self.size, dtype=np.int64)
+        self._live = None
 
     # ----------------------------------------------------------------- search
     def search(
@@ -390,7 +392,9 @@ class AnnIndex:
             eligible = np.zeros(int(self._index.ntotal), dtype=bool)
             eligible[self._node_of[mask]] = True
         elif self.tombstones:
-            eligible = self._rows_of >= 0
+            if self._live is None or len(self._live) != len(self._rows_of):
+                self._live = self._rows_of >= 0
+            eligible = self._live
         n_eligible = self.size if eligible is None else int(mask.sum() if mask is not None else self.size)
 
         excluded = np.full(n_queries, -1, dtype=np.int64)  # graph node per query, -1 for none
@@ -420,58 +424,57 @@ class AnnIndex:
         import faiss
 
         fetch = k + int(np.any(excluded >= 0))
-        bits = None
-        if eligible is not None:
-            bits = np.packbits(eligible, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
+        selector, _bits = _selector(eligible)
         nodes = np.full((q.shape[0], k), -1, dtype=np.int64)
         scores = np.zeros((q.shape[0], k), dtype=np.float32)
         todo = np.arange(q.shape[0])
         ef = max(ef, fetch)
-        for attempt in range(_RETRIES + 1):
+        for _ in range(_RETRIES + 1):
             params = faiss.SearchParametersHNSW(efSearch=ef)
-            if bits is not None:
+            if selector is not None:
                 params.sel = selector
             dist, found = self._index.search(q[todo], fetch, params=params)
-            short = []
-            for j, i in enumerate(todo):
-                keep = (found[j] >= 0) & (found[j] != excluded[i])
-                if keep.sum() >= k:
-                    nodes[i] = found[j][keep][:k]
-                    scores[i] = self._score(dist[j][keep][:k])
-                else:
-                    short.append(i)
-            todo = np.asarray(short, dtype=np.int64)
+            todo = self._collect(dist, found, todo, excluded, nodes, scores)
             if todo.size == 0:
                 return nodes, scores
-            if attempt < _RETRIES:
-                ef *= _WIDEN
+            ef *= _WIDEN
         # Still short after widening (a very selective filter): answer those queries exactly.
         nodes[todo], scores[todo] = self._exact(q[todo], k, eligible, excluded[todo])
         return nodes, scores
 
     def _exact(self, q: np.ndarray, k: int, eligible: np.ndarray | None,
                excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the eligible nodes' stored vectors, a chunk of rows at a time.
+        """Brute force over the eligible nodes' stored vectors (FAISS skips the others).
 
         The caller guarantees every query has at least ``k`` eligible, non-excluded nodes.
         """
-        nodes = np.flatnonzero(self._rows_of >= 0) if eligible is None else np.flatnonzero(eligible)
-        best_nodes = np.empty((q.shape[0], 0), dtype=np.int64)
-        best = np.empty((q.shape[0], 0), dtype=np.float32)  # higher is closer
-        for start in range(0, len(nodes), _CHUNK):
-            part = nodes[start:start + _CHUNK]
-            score = Index(self._index.reconstruct_batch(part), self.metric).scores(q).astype(np.float32)
-            score[part[None, :] == excluded[:, None]] = -np.inf
-            cand_nodes = np.concatenate([best_nodes, np.broadcast_to(part, score.shape)], axis=1)
-            cand = np.concatenate([best, score], axis=1)
-            # Stable: among equal scores the lower node (kept from earlier chunks first) wins.
-            order = np.argsort(-cand, axis=1, kind="stable")[:, :k]
-            best_nodes = np.take_along_axis(cand_nodes, order, axis=1)
-            best = np.take_along_axis(cand, order, axis=1)
-        if self.metric is Metric.EUCLIDEAN:
-            best = np.sqrt(np.maximum(-best, 0.0))
-        return best_nodes, best.astype(np.float32)
+        import faiss
+
+        if eligible is None and self.tombstones:
+            eligible = self._rows_of >= 0
+        selector, _bits = _selector(eligible)
+        params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        storage = faiss.downcast_index(self._index.storage)
+        dist, found = storage.search(q, k + int(np.any(excluded >= 0)), params=params)
+        nodes = np.full((q.shape[0], k), -1, dtype=np.int64)
+        scores = np.zeros((q.shape[0], k), dtype=np.float32)
+        short = self._collect(dist, found, np.arange(q.shape[0]), excluded, nodes, scores)
+        if short.size:  # cannot happen when the caller counted right
+            raise RuntimeError(f"exact search found fewer than {k} rows for {short.size} queries")
+        return nodes, scores
+
+    def _collect(self, dist: np.ndarray, found: np.ndarray, todo: np.ndarray, excluded: np.ndarray,
+                 nodes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Writes each query's first ``k`` valid, non-excluded hits; returns the queries left short."""
+        k = nodes.shape[1]
+        keep = (found >= 0) & (found != excluded[todo][:, None])
+        enough = keep.sum(axis=1) >= k
+        for j in np.flatnonzero(enough):
+            nodes[todo[j]] = found[j][keep[j]][:k]
+            scores[todo[j]] = self._score(dist[j][keep[j]][:k])
+        return todo[~enough]
 
     def _score(self, dist: np.ndarray) -> np.ndarray:
         """FAISS distances as :class:`Hits` scores (inner product, or squared L2 -> L2)."""
@@ -562,6 +565,16 @@ class AnnIndex:
                 or len(digests) != manifest["count"] or index.d != manifest["dim"]):
             raise ArtifactError(f"ANN index {directory} is damaged: its files disagree with its manifest")
         return cls(index, metric, config, rows_of.astype(np.int64), digests.astype(np.uint64))
+
+
+def _selector(eligible: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
+    """A FAISS bitmap selector over graph nodes, and the bitmap it points into (keep it alive)."""
+    if eligible is None:
+        return None, None
+    import faiss
+
+    bits = np.packbits(eligible, bitorder="little")
+    return faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits)), bits
 
 
 def _prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
