@@ -1,39 +1,54 @@
-"""Autoencoder training throughput: the article's `seed` variant against `conv`, same input size.
+"""Autoencoder benchmarks: training throughput (seed vs conv), and phone-photo retrieval by mode.
 
-Both are trained on the same images, alternating, for a few repetitions after a warm-up epoch;
-prints parameters and training images/second (median, min, max) and the ratio.
+Without ``--phone``: both architectures are trained on the same images, alternating, for a few
+repetitions after a warm-up epoch; prints parameters and training images/second (median, min,
+max) and the ratio.
 
     .venv/bin/python benchmarks/autoencoder.py [--size 64] [--n 512] [--reps 3]
+
+With ``--phone``: trains a ``conv`` autoencoder in ``--mode plain`` or ``robust`` on a seeded
+subset of a labelled folder (default ``../shared/data/myntra_eval``, label ``articleType``),
+then reports, with cosine search over the latent space:
+
+- catalogue-photo label precision@10 (leave-one-out over the subset, as ``evaluate`` does);
+- for simulated phone photos of subset items (:func:`imgsim.phonesim.simulate_photo` at full
+  size, JPEG-encoded, then decoded and made square exactly like a query): instance recall@1 and
+  @10 of the photographed item and label precision@10;
+- training time with the load average.
+
+The photos are cached (as the model's input squares) in ``--work`` so every mode is measured on
+the same ones; nothing there is meant to be committed.
+
+    .venv/bin/python benchmarks/autoencoder.py --phone --mode plain --items 3000 --photos 200
+    .venv/bin/python benchmarks/autoencoder.py --phone --mode robust --items 3000 --photos 200
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsim.autoencoder import build_conv, build_seed  # noqa: E402
+from imgsim.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train  # noqa: E402
+from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
 from imgsim.features import _keras  # noqa: E402
-from imgsim.images import load_square  # noqa: E402
+from imgsim.images import decode_image, encode_jpeg, load_square, to_square  # noqa: E402
 
-MYNTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval" / "images"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
+MYNTRA = DATA / "images"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--base-filters", type=int, default=32, help="the conv variant's first-stage filters")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def throughput(args: argparse.Namespace) -> None:
+    """Training images/second of the seed and conv variants at the same size."""
     keras = _keras()
     if MYNTRA.is_dir():
         images = np.stack([load_square(p, args.size) for p in sorted(MYNTRA.glob("*.jpg"))[: args.n]])
@@ -60,6 +75,133 @@ def main() -> None:
     print(f"  conv / seed: {report['conv_over_seed']:.1f}x faster per epoch")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def load_subset(data: Path, n: int, seed: int, size: int, label: str, work: Path):
+    """A seeded random subset of ``data``: ``(paths, labels, squares (n, size, size, 3))``, cached."""
+    table = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
+    rows = np.sort(np.random.default_rng(seed).choice(len(table), min(n, len(table)), replace=False))
+    table = table.iloc[rows].reset_index(drop=True)
+    paths = [data / p for p in table["path"]]
+    cache = work / f"subset-{len(rows)}-{seed}-{size}.npy"
+    if cache.exists():
+        squares = np.load(cache, allow_pickle=False)
+    else:
+        squares = np.stack([load_square(p, size) for p in paths])
+        np.save(cache, squares, allow_pickle=False)
+    return paths, table[label].to_numpy(str), squares
+
+
+def phone_squares(paths: list[Path], n: int, seed: int, photo_size: tuple[int, int], size: int,
+                  work: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated phone photos of ``n`` seeded subset items, as query squares: ``(rows, squares)``.
+
+    Each photo is made at ``photo_size`` (portrait and landscape alternate), JPEG-encoded, then
+    decoded at twice the model's side and padded to a square, as the engine does with a query.
+    """
+    from imgsim.phonesim import product_mask, simulate_photo
+
+    cache = work / f"phone-{len(paths)}-{n}-{seed}-{photo_size[0]}x{photo_size[1]}-{size}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as npz:
+            return npz["rows"], npz["squares"]
+    rng = np.random.default_rng([seed, 7])
+    rows = np.sort(rng.choice(len(paths), min(n, len(paths)), replace=False))
+    squares = np.zeros((len(rows), size, size, 3), np.uint8)
+    t = time.perf_counter()
+    for j, row in enumerate(rows):
+        product = decode_image(paths[row])
+        rgba = np.dstack([product, (product_mask(product) * 255 + 0.5).astype(np.uint8)])
+        shape = photo_size if j % 2 else photo_size[::-1]
+        shot = simulate_photo(rgba, np.random.default_rng([seed, 8, int(row)]), size=shape)
+        data = encode_jpeg(shot.rgb, quality=90)
+        squares[j] = to_square(decode_image(data, max_side=2 * size), size)
+    print(f"made {len(rows)} phone photos at {photo_size[0]}x{photo_size[1]} in {time.perf_counter() - t:.0f} s",
+          flush=True)
+    np.savez(cache, rows=rows, squares=squares)
+    return rows, squares
+
+
+def phone_metrics(catalog: np.ndarray, queries: np.ndarray, rows: np.ndarray, labels: np.ndarray,
+                  k: int = 10) -> dict[str, float]:
+    """Instance recall@1/@k of the photographed row and label precision@k, cosine similarity."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    scores = unit(queries) @ unit(catalog).T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return {
+        "instance_recall@1": float((top[:, 0] == rows).mean()),
+        f"instance_recall@{k}": float((top == rows[:, None]).any(axis=1).mean()),
+        f"label_precision@{k}": float((labels[top] == labels[rows][:, None]).mean()),
+    }
+
+
+def phone(args: argparse.Namespace) -> None:
+    """Trains (or reuses) a model of ``--mode`` and measures catalogue and phone-photo retrieval."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    paths, labels, squares = load_subset(args.data, args.items, args.seed, args.size, args.label, args.work)
+    config = AutoencoderConfig(image_size=args.size, epochs=args.epochs, mode=args.mode,
+                               clean_fraction=args.clean_fraction, seed=args.seed)
+    model_dir = args.work / f"model-{args.mode}-{len(paths)}-{args.epochs}-{args.clean_fraction}-{args.seed}"
+    report: dict = {"mode": args.mode, "items": len(paths), "size": args.size, "config": config.as_dict()}
+    try:
+        model = Autoencoder.load(model_dir)
+        if model.manifest["config"] != config.as_dict():
+            raise ValueError("another configuration")
+        print(f"reusing {model_dir}")
+    except (OSError, ValueError, RuntimeError):
+        load = os.getloadavg()[0]
+        t = time.perf_counter()
+        model = train(squares, model_dir, config, verbose=args.verbose)
+        report["train_seconds"] = time.perf_counter() - t
+        report["loadavg_1min_before_after"] = [load, os.getloadavg()[0]]
+        print(f"trained {args.mode} in {report['train_seconds']:.0f} s "
+              f"(load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)", flush=True)
+    m = model.manifest
+    report.update(epochs_trained=m["epochs_trained"], best_epoch=m["best_epoch"], val_mse=m["val_mse"],
+                  val_photo_mse=m.get("val_photo_mse"))
+    catalog = np.concatenate([model.embed(squares[i:i + 256]) for i in range(0, len(squares), 256)])
+    report["catalog"] = {"precision@10": evaluate_embeddings(catalog, labels, 10, "cosine")["precision@10"],
+                         "chance": chance_precision(labels)}
+    rows, queries = phone_squares(paths, args.photos, args.seed, args.photo_size, args.size, args.work)
+    report["phone"] = phone_metrics(catalog, model.embed(queries), rows, labels)
+    report["phone"]["photos"] = len(rows)
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phone", action="store_true", help="phone-photo retrieval instead of throughput")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--json", type=Path)
+    throughput_args = parser.add_argument_group("throughput")
+    throughput_args.add_argument("--n", type=int, default=512)
+    throughput_args.add_argument("--reps", type=int, default=3)
+    throughput_args.add_argument("--base-filters", type=int, default=32, help="the conv variant's first-stage filters")
+    phone_args = parser.add_argument_group("--phone")
+    phone_args.add_argument("--mode", choices=["plain", "robust"], default="plain")
+    phone_args.add_argument("--data", type=Path, default=DATA, help="a folder with labels.csv (path column)")
+    phone_args.add_argument("--label", default="articleType")
+    phone_args.add_argument("--items", type=int, default=3000, help="catalogue subset size")
+    phone_args.add_argument("--photos", type=int, default=200)
+    phone_args.add_argument("--photo-size", default="4000x3000", help="phone photo width x height")
+    phone_args.add_argument("--epochs", type=int, default=30)
+    phone_args.add_argument("--clean-fraction", type=float, default=AutoencoderConfig.clean_fraction)
+    phone_args.add_argument("--seed", type=int, default=1337)
+    phone_args.add_argument("--work", type=Path, default=Path("/tmp/imgsim-bench-autoencoder"))
+    phone_args.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args()
+    if args.phone:
+        if not (args.data / "labels.csv").exists():
+            print(f"no labelled data at {args.data}; nothing to measure")
+            return
+        args.photo_size = tuple(int(v) for v in args.photo_size.lower().split("x"))
+        phone(args)
+    else:
+        throughput(args)
 
 
 if __name__ == "__main__":

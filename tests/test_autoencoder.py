@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from imgsim.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train
+from imgsim.autoencoder import Autoencoder, AutoencoderConfig, Compositor, Mode, build_conv, build_seed, train
 
 
 def test_seed_variant_matches_the_article():
@@ -149,3 +149,56 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
         train(images, tmp_path / "ae", config, progress=_Interrupt(1))
     model = train(images[::-1].copy(), tmp_path / "ae", config)
     assert model.manifest["resumed_from_epoch"] is None and model.manifest["epochs_trained"] == 2
+
+
+# -- the background-robust mode (issue 13 section 4) ------------------------------------------------
+
+def _products(n: int = 24, size: int = 16) -> np.ndarray:
+    """Coloured blocks on a white studio background, so they can be cut out."""
+    rng = np.random.default_rng(5)
+    images = np.full((n, size, size, 3), 255, np.uint8)
+    for i in range(n):
+        lo, hi = sorted(rng.integers(2, size - 2, 2))
+        images[i, lo:hi + 2, 3:size - 3] = rng.integers(0, 200, 3)
+    return images
+
+
+def test_robust_config_is_validated_and_recorded():
+    assert AutoencoderConfig().mode is Mode.PLAIN or AutoencoderConfig().mode is Mode.ROBUST
+    config = AutoencoderConfig(mode="robust")
+    assert config.mode is Mode.ROBUST and config.as_dict()["mode"] == "robust"
+    with pytest.raises(ValueError, match="clean_fraction"):
+        AutoencoderConfig(clean_fraction=1.0)
+    with pytest.raises(ValueError, match="composite_scale"):
+        AutoencoderConfig(composite_scale=0.5)
+    with pytest.raises(ValueError):
+        AutoencoderConfig(mode="photoshop")
+
+
+def test_compositor_makes_seeded_phone_photos_at_the_input_size():
+    images = _products(6)
+    compositor = Compositor(images, seed=1)
+    a = compositor.inputs(np.arange(6), np.random.default_rng(9), clean_fraction=0.0)
+    b = compositor.inputs(np.arange(6), np.random.default_rng(9), clean_fraction=0.0)
+    assert a.shape == images.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)  # a function of the generator's state
+    assert np.abs(a.astype(int) - images).mean() > 10  # the scene replaced the studio white
+    clean = compositor.inputs(np.arange(6), np.random.default_rng(9), clean_fraction=0.999)
+    np.testing.assert_array_equal(clean, images)
+
+
+def test_robust_training_saves_reloads_and_resumes_exactly(tmp_path):
+    images = _products()
+    config = dataclasses.replace(_TINY, mode="robust", epochs=3)
+    straight = train(images, tmp_path / "straight", config)
+    m = straight.manifest
+    assert m["config"]["mode"] == "robust" and m["val_photo_mse"] > 0
+    reloaded = Autoencoder.load(tmp_path / "straight")
+    assert reloaded.mode is Mode.ROBUST and reloaded.options == {"variant": "conv", "mode": "robust"}
+    np.testing.assert_array_equal(straight.embed(images), reloaded.embed(images))
+    with pytest.raises(KeyboardInterrupt):
+        train(images, tmp_path / "resumed", config, progress=_Interrupt(1))
+    resumed = train(images, tmp_path / "resumed", config)
+    assert resumed.manifest["resumed_from_epoch"] == 1
+    for a, b in zip(_weights(straight), _weights(resumed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
