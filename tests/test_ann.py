@@ -42,9 +42,12 @@ def queries() -> np.ndarray:
     return clustered(60, seed=1)
 
 
-@pytest.fixture(scope="module", params=["cosine", "euclidean"])
+@pytest.fixture(scope="module", params=[("cosine", 0), ("euclidean", 0), ("cosine", 16), ("euclidean", 16)],
+                ids=lambda p: f"{p[0]}-graph_dims{p[1]}")
 def built(request, data) -> tuple[AnnIndex, Index]:
-    return AnnIndex.build(data, request.param, CONFIG), Index(data, request.param)
+    metric, graph_dims = request.param
+    config = dataclasses.replace(CONFIG, graph_dims=graph_dims, rerank=10)
+    return AnnIndex.build(data, metric, config), Index(data, metric)
 
 
 def recall(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -148,7 +151,7 @@ def test_save_load_round_trip(tmp_path, built, data, queries):
     assert manifest["kind"] == "ann_index" and manifest["count"] == N and manifest["dim"] == DIM
     assert manifest["library"] == "faiss-cpu" and manifest["config"]["M"] == CONFIG.M
     loaded = AnnIndex.load(tmp_path / "ann", data)
-    assert loaded.metric == ann.metric and loaded.config == ann.config
+    assert loaded.metric == ann.metric and loaded.config == ann.config and loaded.nbytes == ann.nbytes
     before, after = ann.search(queries, K), loaded.search(queries, K)
     np.testing.assert_array_equal(before.rows, after.rows)
     np.testing.assert_allclose(before.scores, after.scores)
@@ -188,6 +191,8 @@ def test_bad_input_is_refused(built, queries):
         AnnConfig(M=1)
     with pytest.raises(ValueError, match="`dtype` must be one of"):
         AnnConfig(dtype="int4")
+    with pytest.raises(ValueError, match="`graph_dims` must be < the embeddings' dim 48"):
+        AnnIndex.build(np.ones((5, DIM), np.float32), config=AnnConfig(graph_dims=DIM))
     with pytest.raises(ValueError, match="non-empty"):
         AnnIndex.build(np.zeros((0, DIM), np.float32))
 
