@@ -164,3 +164,54 @@ def test_the_connection_goes_to_the_address_that_was_checked(hostile_server, loo
     assert result.status == download.OK and calls == ["shop.example.test"]
     again = fetch(make_session(FAST), f"http://shop.example.test:{port}/ok.jpg", FAST)
     assert again.status == download.FAILED_TO_DOWNLOAD and "10.0.0.1" in again.message
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An HTTPS server on 127.0.0.1 whose certificate names shop.example.test (made by openssl)."""
+    import http.server
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    from conftest import jpeg_bytes, solid
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
+                    "-subj", "/CN=shop.example.test", "-addext", "subjectAltName=DNS:shop.example.test"],
+                   check=True, capture_output=True)
+    image = jpeg_bytes(solid((10, 200, 10)))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], folder / "cert.pem"
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_connects_to_the_checked_address_and_still_verifies_the_name(tls_server, monkeypatch):
+    port, cert = tls_server
+    calls = _stub_dns(monkeypatch, {"shop.example.test": "127.0.0.1"})
+    session = make_session(FAST)
+    session.verify = str(cert)
+    result = fetch(session, f"https://shop.example.test:{port}/a.jpg", FAST)
+    assert result.status == download.OK and calls == ["shop.example.test"]
+    wrong_name = fetch(session, f"https://127.0.0.1:{port}/a.jpg", FAST)  # cert is not for the IP
+    assert wrong_name.status == download.FAILED_TO_DOWNLOAD and "certificate" in wrong_name.message.lower()
