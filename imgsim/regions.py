@@ -2,14 +2,16 @@
 
 A product photographed on a table fills half the frame; the whole-photo vector mixes it with
 the scene, so a catalogue of studio shots is searched with a blurred question. Here a query is
-the whole photo plus regions of it, all in the catalogue's own vector space:
+a few vectors, all in the catalogue's own space (the extractor's average-pooled 224 px vector):
 
 - one forward pass at a higher resolution (``input_size`` on the long side, aspect kept) gives
   the CNN's last feature map; grid windows at a few ``scales`` (R-MAC-style, half-overlapping)
-  and the :func:`product_box` (a box around the strongest activations) are average-pooled from
-  it, exactly as the extractor pools the whole 224 px map;
-- optionally the whole photo made square at the extractor's size (today's query vector) and
-  the automatic box cropped and embedded at that size, in one batched call.
+  are average-pooled from it, as the extractor pools its whole map;
+- the same map gives automatic product boxes (:func:`product_box`: the cells that differ most
+  from the photo's border, and the cells with the strongest activations); each box is cropped
+  from the photo, made square with white like a studio shot, and embedded at the extractor's
+  size in one batched call. Crops match the catalogue far better than pooled regions, because
+  the CNN then sees the product on white, as in the catalogue.
 
 :func:`search_regions` scores every item by its best region (one ``R x N`` similarity product).
 Vectors stay in the pretrained extractor's space, so a learned projection (the tuned approach)
@@ -32,6 +34,17 @@ from imgsim.search import Hits, Index, Metric
 STRIDE = 32
 
 
+class BoxMethod(enum.StrEnum):
+    """How :func:`product_box` finds the product in a feature map."""
+
+    CONTRAST = "contrast"  # cells least like the photo's border (the scene around the product)
+    ENERGY = "energy"  # cells with the strongest activations
+
+
+#: The measured best threshold of each method (phone-photo benchmark, 448 px pass).
+BOX_THRESHOLDS = {BoxMethod.CONTRAST: 0.9, BoxMethod.ENERGY: 0.5}
+
+
 class Fusion(enum.StrEnum):
     """How an item's scores against the query's regions become one score."""
 
@@ -47,42 +60,38 @@ class RegionConfig:
         enabled: Region search on; off means today's single whole-photo vector.
         input_size: Long side, in pixels, of the one high-resolution forward pass (the short
             side keeps the aspect, rounded to a multiple of 32).
-        scales: Grid window sides as fractions of the image's sides; each scale tiles the
-            image with half-overlapping windows (1.0 is the whole map).
-        include_auto_box: Add the :func:`product_box` region.
-        auto_box_threshold: Cells at least this fraction of the strongest activation are in
-            the product box.
+        scales: Grid window sides as fractions of the image's sides, pooled from that pass;
+            each scale tiles the image with half-overlapping windows (1.0 is the whole map).
+            Empty for none.
+        crop_boxes: The automatic boxes cropped and embedded at the extractor's size (one
+            batched call); the first is the query's ``auto_box``. Empty for none.
         include_whole_square: Add the whole photo embedded as today (made square at the
-            extractor's size): a catalogue photo as the query then finds itself exactly.
-        crop_auto_box: Also crop the automatic box from the photo and embed it at the
-            extractor's size (a second, small forward pass).
+            extractor's size). Off by default: under max fusion the scene's own matches win.
         fusion: How region scores become an item's score.
         whole_weight: The whole photo's share under ``max+whole`` fusion.
     """
 
     enabled: bool = True
     input_size: int = 448
-    scales: tuple[float, ...] = (1.0, 0.75, 0.5)
-    include_auto_box: bool = True
-    auto_box_threshold: float = 0.5
-    include_whole_square: bool = True
-    crop_auto_box: bool = True
+    scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
+    crop_boxes: tuple[BoxMethod, ...] = (BoxMethod.CONTRAST, BoxMethod.ENERGY)
+    include_whole_square: bool = False
     fusion: Fusion = Fusion.MAX
     whole_weight: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fusion", Fusion(self.fusion))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        object.__setattr__(self, "crop_boxes", tuple(BoxMethod(m) for m in self.crop_boxes))
         if not 64 <= self.input_size <= 1024 or self.input_size % STRIDE:
             raise ValueError(
                 f"`input_size` must be a multiple of {STRIDE} in [64, 1024]. Received: input_size={self.input_size}"
             )
-        if not self.scales or not all(0.2 <= s <= 1.0 for s in self.scales):
-            raise ValueError(f"`scales` must be non-empty fractions in [0.2, 1]. Received: scales={self.scales}")
-        if not 0.0 < self.auto_box_threshold < 1.0:
-            raise ValueError(
-                f"`auto_box_threshold` must be in (0, 1). Received: auto_box_threshold={self.auto_box_threshold}"
-            )
+        if not all(0.2 <= s <= 1.0 for s in self.scales):
+            raise ValueError(f"`scales` must be fractions in [0.2, 1]. Received: scales={self.scales}")
+        if self.enabled and not (self.scales or self.crop_boxes or self.include_whole_square):
+            raise ValueError("`scales`, `crop_boxes` and `include_whole_square` cannot all be empty "
+                             "when regions are enabled. Received: nothing to embed")
         if not 0.0 <= self.whole_weight <= 1.0:
             raise ValueError(f"`whole_weight` must be in [0, 1]. Received: whole_weight={self.whole_weight}")
 
@@ -91,6 +100,7 @@ class RegionConfig:
         out = dataclasses.asdict(self)
         out["fusion"] = self.fusion.value
         out["scales"] = list(self.scales)
+        out["crop_boxes"] = [m.value for m in self.crop_boxes]
         return out
 
 
@@ -101,8 +111,8 @@ class RegionQuery:
     Attributes:
         vectors: ``(R, dim)`` float32 unit rows in the extractor's space.
         boxes: ``(R, 4)`` int ``(x0, y0, x1, y1)`` of each region in the query's pixels.
-        kinds: What each region is: ``whole``, ``grid``, ``auto``, ``whole_square``, ``auto_crop``
-            or ``box``.
+        kinds: What each region is: ``whole`` and ``grid`` (pooled), ``whole_square``,
+            ``auto_contrast`` and ``auto_energy`` (cropped and embedded), or ``box`` (a user's).
         auto_box: The automatic product box in the query's pixels, or ``None``.
     """
 
@@ -153,28 +163,48 @@ def pool_boxes(feature_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def product_box(feature_map: np.ndarray, image_shape: tuple[int, int],
-                threshold: float = 0.5) -> tuple[int, int, int, int]:
-    """The automatic product box: around the strongest activations of the last feature map.
+                method: BoxMethod | str = BoxMethod.CONTRAST,
+                threshold: float | None = None) -> tuple[int, int, int, int]:
+    """The automatic product box, from the CNN's last feature map.
 
-    The activation energy of each cell (the sum over channels) is thresholded at ``threshold``
-    times its maximum; the box holds the connected group of cells around the strongest one.
+    Each cell gets a saliency: with ``contrast``, one minus the cosine between the cell's
+    features and the mean features of the map's border cells (the scene around a product
+    photographed off-centre or not); with ``energy``, its total activation. Cells at least
+    ``threshold`` times the most salient cell's value form groups; the box holds the group
+    around the most salient cell. On the phone-photo benchmark ``contrast`` at 0.9 finds the
+    product best (mean IoU 0.54 with the true box at 448 px; cells are 32 px, so boxes are coarse).
 
     Args:
         feature_map: ``(Hf, Wf, C)`` activations of an image of ``image_shape``.
         image_shape: ``(height, width)`` of the image the box is returned for.
-        threshold: Fraction of the strongest cell's energy a cell needs to be in the box.
+        method: ``contrast`` or ``energy``.
+        threshold: Fraction of the most salient cell's value a cell needs to be in the box;
+            :data:`BOX_THRESHOLDS` by default.
 
     Returns:
-        ``(x0, y0, x1, y1)`` in the image's pixels, inside the image.
+        ``(x0, y0, x1, y1)`` in the image's pixels, inside the image (the whole image when
+        nothing stands out).
     """
     from scipy import ndimage
 
+    method = BoxMethod(method)
+    threshold = BOX_THRESHOLDS[method] if threshold is None else threshold
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"`threshold` must be in (0, 1). Received: threshold={threshold}")
+    feature_map = np.asarray(feature_map, np.float32)
     hf, wf = feature_map.shape[:2]
-    energy = feature_map.sum(axis=-1)
-    top = np.unravel_index(int(np.argmax(energy)), energy.shape)
-    hot = energy >= threshold * energy[top]
-    labels, _ = ndimage.label(hot)
-    ys, xs = np.nonzero(labels == labels[top])
+    if method is BoxMethod.ENERGY:
+        saliency = feature_map.sum(axis=-1)
+    else:
+        cells = _unit(feature_map)
+        border = np.concatenate([cells[0], cells[-1], cells[1:-1, 0], cells[1:-1, -1]]).mean(axis=0)
+        saliency = 1.0 - cells @ _unit(border)
+    top = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    if saliency[top] <= 1e-6:
+        ys, xs = np.array([0, hf - 1]), np.array([0, wf - 1])
+    else:
+        labels, _ = ndimage.label(saliency >= threshold * saliency[top])
+        ys, xs = np.nonzero(labels == labels[top])
     h, w = image_shape
     sx, sy = w / wf, h / hf
     return (int(np.floor(xs.min() * sx)), int(np.floor(ys.min() * sy)),
@@ -240,27 +270,25 @@ class RegionEmbedder:
                                                           reducing_gap=2.0))
         fmap = self._feature_map(resized[None])[0]
         hf, wf = fmap.shape[:2]
-        unit_boxes = grid_windows(config.scales)
-        kinds = ["whole" if (b[2] - b[0]) >= 1.0 else "grid" for b in unit_boxes]
-        cell_boxes = unit_boxes * (wf, hf, wf, hf)
-        auto = None
-        if config.include_auto_box or config.crop_auto_box:
-            auto = product_box(fmap, (h, w), config.auto_box_threshold)
-        if config.include_auto_box:
-            cell_boxes = np.vstack([cell_boxes, np.asarray(auto, np.float64) * (wf / w, hf / h, wf / w, hf / h)])
-            kinds.append("auto")
-        vectors = [pool_boxes(fmap, cell_boxes)]
-        boxes = [np.rint(cell_boxes * (w / wf, h / hf, w / wf, h / hf)).astype(np.int64)]
+        vectors, boxes, kinds = [], [], []
+        if config.scales:
+            unit_boxes = grid_windows(config.scales)
+            vectors.append(pool_boxes(fmap, unit_boxes * (wf, hf, wf, hf)))
+            boxes.append(np.rint(unit_boxes * (w, h, w, h)).astype(np.int64))
+            kinds += ["whole" if (b[2] - b[0]) >= 1.0 else "grid" for b in unit_boxes]
         squares, square_boxes = [], []
         if config.include_whole_square:
             squares.append(to_square(rgb, self.image_size))
             square_boxes.append(full)
             kinds.append("whole_square")
-        if config.crop_auto_box and auto is not None:
-            x0, y0, x1, y1 = auto
+        auto = None
+        for method in config.crop_boxes:
+            box = product_box(fmap, (h, w), method)
+            auto = auto or box
+            x0, y0, x1, y1 = box
             squares.append(to_square(rgb[y0:y1, x0:x1], self.image_size))
-            square_boxes.append(auto)
-            kinds.append("auto_crop")
+            square_boxes.append(box)
+            kinds.append(f"auto_{method.value}")
         if squares:
             vectors.append(self.embed_squares(np.stack(squares)))
             boxes.append(np.asarray(square_boxes, np.int64))

@@ -162,16 +162,26 @@ def test_pooling_windows_and_product_box():
     hot = np.zeros((7, 9, 5), np.float32)
     hot[2:5, 3:6] = 1.0
     hot[0, 8] = 0.9  # a separate warm cell is not part of the product
-    assert product_box(hot, (224, 288)) == (96, 64, 192, 160)
+    assert product_box(hot, (224, 288), "energy") == (96, 64, 192, 160)
+    scene = np.zeros((7, 9, 5), np.float32)
+    scene[..., 0] = 1.0  # the scene's features everywhere ...
+    scene[1:4, 5:8] = (0.0, 1.0, 0.0, 0.0, 0.0)  # ... except where the product is
+    assert product_box(scene, (224, 288), "contrast") == (160, 32, 256, 128)
+    assert product_box(np.ones((7, 9, 5), np.float32), (224, 288)) == (0, 0, 288, 224)  # nothing stands out
+    with pytest.raises(ValueError, match="`threshold`"):
+        product_box(scene, (224, 288), threshold=1.0)
 
 
 def test_config_is_validated():
     with pytest.raises(ValueError, match="`input_size`"):
         RegionConfig(input_size=450)
     with pytest.raises(ValueError, match="`scales`"):
-        RegionConfig(scales=())
-    with pytest.raises(ValueError, match="`auto_box_threshold`"):
-        RegionConfig(auto_box_threshold=1.5)
+        RegionConfig(scales=(0.1,))
+    with pytest.raises(ValueError, match="cannot all be empty"):
+        RegionConfig(scales=(), crop_boxes=())
+    with pytest.raises(ValueError):
+        RegionConfig(crop_boxes=("saliency",))
+    assert RegionConfig(scales=(), crop_boxes=("energy",)).as_dict()["crop_boxes"] == ["energy"]
     with pytest.raises(ValueError):
         RegionConfig(fusion="mean")
     assert dataclasses.replace(RegionConfig(), fusion="max+whole").as_dict()["fusion"] == "max+whole"
