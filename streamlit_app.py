@@ -1,4 +1,8 @@
-"""imgsim's Streamlit app: page config, navigation, and the Search page."""
+"""imgsim's Streamlit app: page config, the shared sidebar, navigation, and the Search page.
+
+The sidebar's widgets (catalogue, approach, k, category) are drawn here, once per run, before
+the chosen page runs, so their values persist from page to page.
+"""
 
 import streamlit as st
 
@@ -11,22 +15,22 @@ def search_page() -> None:
     engine = shared.current_engine()
     if engine is None:
         return
-    approach, k, category = shared.sidebar_search_options(engine)
+    approach, k, category = shared.search_options()
     st.caption(f"{len(engine.items)} items in **{engine.catalog.name}**. Upload or snap a photo, "
                "or try an example from the catalogue.")
-    shared.query_widgets(engine)
+    shared.query_widgets(engine, "search")
     query = shared.current_query(engine)
     if query is None or approach is None:
         return
     result = shared.run_query(engine, query, approach, k, category)
     left, right = st.columns([1, 3])
     with left:
-        shared.show_query(engine, query, result)
+        shared.show_query(query, result)
     if result is None:
         return
     with right:
         st.subheader(f"{len(result.items)} most similar")
-        st.caption(f"{shared.APPROACH_LABELS[approach]} · {result.seconds * 1000:.0f} ms "
+        st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
                    f"(search {result.search_seconds * 1000:.1f} ms)")
     shared.result_grid(engine, result, key="search")
 
@@ -40,4 +44,5 @@ navigation = st.navigation([
     st.Page("pages/catalogue.py", title="Catalogue", icon=":material/inventory_2:"),
     st.Page("pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
 ])
+shared.draw_sidebar()
 navigation.run()

@@ -512,3 +512,19 @@ def list_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(p for p in base.iterdir() if (p / MANIFEST).is_file())
+
+
+CATALOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def valid_catalog_name(name: str) -> str:
+    """``name`` stripped, if it is a safe catalogue name (letters, digits, ``-`` and ``_``).
+
+    Raises:
+        ValueError: Empty, too long, or holding other characters (``/``, ``..``, spaces, ...).
+    """
+    name = name.strip()
+    if not CATALOG_NAME.fullmatch(name):
+        raise ValueError("a catalogue name is 1-64 letters, digits, '-' or '_', starting with a letter "
+                         f"or digit. Received: {name[:80]!r}")
+    return name

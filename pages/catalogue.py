@@ -1,26 +1,34 @@
-"""Catalogue: what is loaded, what failed to import, and importing or refreshing catalogues."""
+"""Catalogue: what is loaded, what failed to import, and importing catalogues.
 
-import re
-import zipfile
+The app is meant to face the internet, so a browser user builds only from what they upload (a
+zip of images or a CSV of image URLs). Server folders are offered only when the operator lists
+the folders that may be read in ``IMGSIM_LOCAL_ROOTS``. A browser user may replace only the
+catalogues they built in their own session; the operator's catalogues (the demo included) are
+read-only to them.
+"""
+
+import uuid
 from pathlib import Path
 
 import streamlit as st
 
-from imgsim.artifacts import data_dir
-from imgsim.catalog import default_catalog_path
+import imgsim
 from pages import shared
 
-MAX_UNZIPPED = 2 * 2**30
+#: Largest zip or CSV accepted from a browser; the zip's inflated size has its own limits.
+MAX_ARCHIVE_BYTES = 200 * 2**20
 
 st.title("Catalogue")
 engine = shared.current_engine()
+owned: set[str] = st.session_state.setdefault("owned_catalogs", set())
 if engine is not None:
     catalog = engine.catalog
     m = catalog.manifest
-    st.markdown(f"**{catalog.name}** · {m['n_ok']} of {m['n_items']} items imported · source "
-                f"`{m['source']}` ({m['source_kind']}) · updated {m['updated']}")
+    origin = "built in this session" if catalog.name in owned else "read-only here"
+    st.markdown(f"**{shared.plain(catalog.name)}** · {m['n_ok']} of {m['n_items']} items imported · "
+                f"{m['source_kind']} · updated {m['updated']} · {origin}")
     ready = engine.approaches()
-    st.markdown("Approaches ready: " + (", ".join(shared.APPROACH_LABELS[a] for a in ready) or "none"))
+    st.markdown("Approaches ready: " + (", ".join(engine.label(a) for a in ready) or "none"))
     for approach, why in engine.unavailable().items():
         st.caption(f"{approach}: {why}")
     left, right = st.columns(2)
@@ -35,49 +43,57 @@ if engine is not None:
             st.success("Every item was imported.")
         else:
             for status, group in failures.groupby("status"):
-                st.markdown(f"**{status}**: {len(group)}")
-                st.dataframe(group[["id", "source", "message"]].head(5), hide_index=True)
+                st.markdown(f"**{shared.plain(str(status))}**: {len(group)}")
+                st.dataframe(group[["id", "message"]].head(5), hide_index=True)
 
 st.divider()
-st.subheader("Import or refresh a catalogue")
-st.caption("A folder of images (sub-folders become categories), a Flipkart-style CSV of image URLs, "
-           "or a zip of images. Re-importing the same source only redoes what is new or failed.")
+st.subheader("Import a catalogue")
+roots = imgsim.local_roots()
+st.caption("Upload a zip of images (sub-folders become categories) or a Flipkart-style CSV of image "
+           "URLs. Each item that cannot be imported is listed with the reason; the rest are searchable.")
 with st.form("import"):
-    source = st.text_input("Folder or CSV path on this machine", placeholder="/path/to/images or products.csv")
-    labels = st.text_input("Labels CSV for a folder (optional; needs a `path` column)")
-    upload = st.file_uploader("…or upload a zip of images", type=["zip"])
-    name = st.text_input("Catalogue name", placeholder="my-shop")
-    tune = st.checkbox("Also tune the CNN features on the labels (needs a label or category that repeats)")
+    upload = st.file_uploader("A zip of images, or a CSV of image URLs", type=["zip", "csv"])
+    source = ""
+    if roots:
+        source = st.text_input("…or a folder or CSV on this server",
+                               placeholder=str(roots[0] / "my-shop"),
+                               help="Only under: " + ", ".join(str(r) for r in roots))
+    name = st.text_input("Catalogue name", placeholder="my-shop", max_chars=64)
     submitted = st.form_submit_button("Build", type="primary")
-if submitted:
-    safe = re.sub(r"[^A-Za-z0-9_-]", "-", name.strip()) or None
-    if upload is not None:
-        safe = safe or re.sub(r"[^A-Za-z0-9_-]", "-", Path(upload.name).stem)
-        target = data_dir() / "uploads" / safe
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            with zipfile.ZipFile(upload) as archive:
-                total = sum(m.file_size for m in archive.infolist())
-                if total > MAX_UNZIPPED:  # a zip bomb, or simply more than this page should unpack
-                    raise zipfile.BadZipFile(f"it would unpack to {total / 2**30:.1f} GB "
-                                             f"(limit {MAX_UNZIPPED / 2**30:.0f} GB)")
-                for member in archive.infolist():
-                    path = (target / member.filename).resolve()
-                    if target.resolve() in path.parents and not member.is_dir():  # no zip-slip
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(archive.read(member))
-            source = str(target)
-        except zipfile.BadZipFile as err:
-            st.error(f"That zip cannot be imported: {err}")
-            source = ""
-    if not source.strip():
-        st.error("Give a folder or CSV path, or upload a zip.")
-    else:
-        safe = safe or re.sub(r"[^A-Za-z0-9_-]", "-", Path(source.strip().rstrip("/")).stem) or "catalog"
-        from imgsim.build import BuildOptions
 
-        approaches = ("pretrained", "autoencoder", "tuned") if tune else ("pretrained", "autoencoder")
-        options = BuildOptions(approaches=approaches, labels=labels.strip() or None)
-        if shared.build_with_progress(source.strip(), default_catalog_path(safe), options):
-            st.session_state["catalog"] = safe
-            st.success(f"Catalogue **{safe}** is ready: pick it in the sidebar.")
+
+def refuse(message: str) -> None:
+    st.error(message)
+    st.stop()
+
+
+if submitted:
+    try:
+        name = imgsim.valid_catalog_name(name or (Path(upload.name).stem if upload else ""))
+    except ValueError as err:
+        refuse(f"Choose another name: {err}")
+    target = imgsim.default_catalog_path(name)
+    if target.exists() and name not in owned:
+        refuse(f"A catalogue called {name!r} already exists and was not built in this session; "
+               "choose another name.")
+    if upload is not None:
+        if upload.size > MAX_ARCHIVE_BYTES:
+            refuse(f"That file is {upload.size / 2**20:.0f} MB; uploads up to "
+                   f"{MAX_ARCHIVE_BYTES // 2**20} MB are accepted.")
+        folder = imgsim.data_dir() / "uploads" / uuid.uuid4().hex  # never merges with another upload
+        folder.mkdir(parents=True)
+        suffix = ".zip" if upload.name.lower().endswith(".zip") else ".csv"
+        saved = folder / f"upload{suffix}"
+        saved.write_bytes(upload.getvalue())
+        source = str(saved)
+    elif source.strip():
+        try:
+            source = str(imgsim.check_local_path(source.strip()))
+        except ValueError as err:
+            refuse(str(err))
+    else:
+        refuse("Upload a zip or a CSV" + (", or give a folder on this server." if roots else "."))
+    if shared.build_with_progress(source, target):
+        owned.add(name)
+        st.session_state["pending_catalog"] = name
+        st.success(f"Catalogue **{name}** is ready: pick it in the sidebar.")

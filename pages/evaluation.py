@@ -3,29 +3,33 @@
 import pandas as pd
 import streamlit as st
 
+import imgsim
 from pages import shared
 
 st.title("Evaluation")
 engine = shared.current_engine()
 if engine is not None:
-    root = engine.catalog.root
-    stamp = shared.stamp(root)
+    root = str(engine.catalog.root)
     candidates = [c for c in ("label", "category", "subcategory", "articleType", "subCategory")
                   if c in engine.items.columns and engine.items[c].astype(bool).any()]
     label_column = st.selectbox("An item is relevant when it shares the query's", candidates or ["label"])
     st.caption("Leave-one-out: every labelled item queries all the others.")
     try:
-        report = shared.evaluation(str(root), stamp, label_column)
+        report = shared.evaluation(root, engine.version, label_column)
     except ValueError as err:
         st.error(str(err))
         report = None
     if report:
-        approaches = [a for a in ("pretrained", "autoencoder", "tuned") if a in report]
-        table = pd.DataFrame({a: {key: report[a][key] for key in ("precision@1", "precision@10", "map@10")}
+        approaches = [a for a in imgsim.approach_names() if a in report]
+        labels = {a: engine.label(a) for a in approaches}
+        table = pd.DataFrame({labels[a]: {key: report[a][key] for key in ("precision@1", "precision@10", "map@10")}
                               for a in approaches}).T
         st.dataframe(table.style.format("{:.3f}"))
+        for a in approaches:
+            if report[a].get("note"):
+                st.caption(f"{labels[a]}: {report[a]['note']}")
         depth = min(len(report[a]["curve"]) for a in approaches)  # small catalogues rank fewer than 20
-        curves = pd.DataFrame({a: report[a]["curve"][:depth] for a in approaches}, index=range(1, depth + 1))
+        curves = pd.DataFrame({labels[a]: report[a]["curve"][:depth] for a in approaches}, index=range(1, depth + 1))
         curves["chance"] = report["chance"]
         st.line_chart(curves, x_label="k", y_label="precision@k")
         st.caption(f"{report['n']} items labelled by {label_column!r}; chance precision {report['chance']:.3f}.")
@@ -33,5 +37,5 @@ if engine is not None:
     columns = st.columns(max(len(engine.approaches()), 1))
     for column, approach in zip(columns, engine.approaches()):
         with column:
-            st.markdown(f"**{shared.APPROACH_LABELS[approach]}**")
-            st.scatter_chart(shared.pca_map(str(root), stamp, approach), x="x", y="y", color="category")
+            st.markdown(f"**{engine.label(approach)}**")
+            st.scatter_chart(shared.embedding_map(root, engine.version, approach), x="x", y="y", color="category")

@@ -1,4 +1,8 @@
-"""Reconstructions: what the autoencoder keeps of an image, and where it errs."""
+"""Reconstructions: what the autoencoder keeps of an image, and where it errs.
+
+For a phone photo, the reconstruction is the studio picture the autoencoder imagines for it: a
+background-robust autoencoder should paint the product on white, whatever the scene around it.
+"""
 
 import numpy as np
 import streamlit as st
@@ -14,42 +18,46 @@ if engine is not None:
     else:
         model = engine.model("autoencoder")
         m = model.manifest
-        st.caption(f"{m['config']['variant']} autoencoder, {m['config']['image_size']}px input, "
-                   f"{m['config']['latent_dim']}-d latent, {m['parameters']:,} parameters, "
+        config = m["config"]
+        mode_note = " trained to ignore the scene around a product" if config.get("mode") == "robust" else ""
+        st.caption(f"{engine.label('autoencoder')}{mode_note}: {config['image_size']}px input, "
+                   f"{config['latent_dim']}-d latent, {m['parameters']:,} parameters, "
                    f"validation MSE {m['val_mse']:.4f} (PSNR {m['val_psnr']:.1f} dB)")
-        mode = st.radio("Show", ["Browse", "Random", "Best", "Worst", "Current query"], horizontal=True)
+        mode = st.radio("Show", ["Your photo", "Browse", "Random", "Best", "Worst"], horizontal=True)
+        n = len(engine.items)
         rows: list[int] = []
-        image = None
+        query = None
         if mode == "Browse":
-            rows = [st.slider("Item", 0, len(engine.items) - 1, 0)]
+            rows = [st.slider("Item", 0, n - 1, 0, key="recon_item")] if n > 1 else [0]
         elif mode == "Random":
-            if st.button("Another", icon=":material/casino:") or "recon_random" not in st.session_state:
-                st.session_state["recon_random"] = np.random.default_rng().choice(len(engine.items), 4, replace=False).tolist()
-            rows = st.session_state["recon_random"]
+            remembered = st.session_state.get("recon_random") or []
+            if (st.button("Another", icon=":material/casino:") or not remembered
+                    or max(remembered) >= n):
+                remembered = np.random.default_rng().choice(n, min(4, n), replace=False).tolist()
+                st.session_state["recon_random"] = remembered
+            rows = remembered
         elif mode in ("Best", "Worst"):
             with st.spinner("Measuring reconstruction error over the catalogue…"):
                 errors = engine.reconstruction_errors()
-            ordered = errors.sort_values("mse", ascending=mode == "Best")
-            rows = ordered["row"].head(4).tolist()
+            rows = errors.sort_values("mse", ascending=mode == "Best")["row"].head(4).tolist()
         else:
-            shared.query_widgets(engine)
+            shared.query_widgets(engine, "reconstructions")
             query = shared.current_query(engine)
             if query is None:
-                st.info("Upload a photo, snap one, or try an example.")
-            elif query[0] == "item":
-                rows = [query[1]]
-            else:
-                image = query[1]
+                st.info("Upload or snap a photo (a phone photo shows what the autoencoder makes of "
+                        "the scene around a product), or try an example.")
+            elif query.kind == "item":
+                rows = [query.row]
 
-        def show(recon, title: str) -> None:
-            st.markdown(f"**{title}** · MSE {recon.mse:.4f} · PSNR {recon.psnr:.1f} dB")
+        def show(recon, title: str, studio_caption: str = "reconstruction") -> None:
+            st.markdown(f"**{shared.plain(title)}** · MSE {recon.mse:.4f} · PSNR {recon.psnr:.1f} dB")
             heat = (colormaps["magma"](np.clip(recon.error_map / 0.5, 0, 1))[..., :3] * 255).astype(np.uint8)
             cols = st.columns(3)
             cols[0].image(recon.original, caption="input (as the model sees it)", width="stretch")
-            cols[1].image(recon.reconstruction, caption="reconstruction", width="stretch")
-            cols[2].image(heat, caption="per-pixel error (bright = worse)", width="stretch")
+            cols[1].image(recon.reconstruction, caption=studio_caption, width="stretch")
+            cols[2].image(heat, caption="per-pixel difference (bright = larger)", width="stretch")
 
         for row in rows:
-            show(engine.reconstruct(row=row), engine.items["name"].iloc[row])
-        if image is not None:
-            show(engine.reconstruct(image), "Your photo")
+            show(engine.reconstruct(row=row), str(engine.items["name"].iloc[row]))
+        if query is not None and query.kind == "image":
+            show(engine.reconstruct(query.rgb), query.name, "the studio picture it imagines")

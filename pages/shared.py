@@ -1,53 +1,91 @@
-"""What every page shares: the cached engine, the catalogue picker, the query and result widgets.
+"""What every page shares: the cached engine, the sidebar, the remembered query, the result grid.
 
 Streamlit caching lives here and only here: one engine per catalogue per process
 (``st.cache_resource``), so models and stores load once, not per rerun or per page.
+
+The query lives in ``st.session_state["query"]`` as a :class:`Query`, independent of any widget,
+so it survives page changes (Streamlit forgets the values of widgets a page does not render).
+The sidebar's widgets are drawn once, by the entry script, so their values persist too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from imgsim import sources
-from imgsim.artifacts import ArtifactError
-from imgsim.build import BuildOptions, build, default_demo_path
-from imgsim.catalog import list_catalogs
-from imgsim.engine import APPROACH_LABELS, Engine, SearchResult
-from imgsim.images import ImageDecodeError, decode_image
+import imgsim
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp", "tiff", "tif"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif", "gif", "bmp", "tiff", "tif"]
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MAX_K = 100
+#: Largest photo accepted from a browser, in bytes (the server's own limit is also in config.toml).
+MAX_UPLOAD_BYTES = 25 * 2**20
 
 
-def stamp(path: Path) -> float:
-    """Changes whenever the catalogue or one of its stores or models is rewritten."""
-    files = [path / "manifest.json", *path.glob("stores/*/manifest.json"), *path.glob("models/*/manifest.json")]
-    return sum(f.stat().st_mtime for f in files if f.exists())
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """What the user is searching with.
 
+    Attributes:
+        kind: ``image`` (a photo) or ``item`` (a catalogue item, "more like this").
+        name: What to call it on screen.
+        rgb: The decoded photo (``image``).
+        row: The item's row (``item``).
+        catalog: The catalogue the row belongs to (``item``).
+        item_id: The item's id, checked again before use (``item``).
+        box: The region of the photo to search with, ``(x0, y0, x1, y1)``, or None for all of it.
+    """
+
+    kind: str
+    name: str
+    rgb: np.ndarray | None = None
+    row: int | None = None
+    catalog: str | None = None
+    item_id: str | None = None
+    box: tuple[int, int, int, int] | None = None
+
+
+def plain(text: str) -> str:
+    """``text`` with Markdown's special characters escaped (catalogue text is data, not markup)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in text)
+
+
+# -- the engine ------------------------------------------------------------------------------
 
 @st.cache_resource(show_spinner="Loading the catalogue and its models (first time only)…", max_entries=4)
-def _engine(path: str, version: float) -> Engine:
-    engine = Engine.open(path)
+def _engine(path: str, version: str) -> imgsim.Engine:
+    engine = imgsim.Engine.open(path)
     engine.warm_up()
     return engine
 
 
-def engine_for(path: Path) -> Engine:
-    """The process-wide engine of the catalogue at ``path``."""
-    return _engine(str(path), stamp(path))
+def engine_for(path: Path) -> imgsim.Engine:
+    """The process-wide engine of the catalogue at ``path`` (a new one once it is rebuilt)."""
+    return _engine(str(path), imgsim.current_version(path))
 
 
-def build_with_progress(source: str, out: Path, options: BuildOptions | None = None) -> bool:
+@st.cache_data(show_spinner="Scoring every item against all the others…", max_entries=16)
+def evaluation(path: str, version: str, label_column: str) -> dict:
+    """Leave-one-out report at k = 10 with precision curves to k = 20 (cached per catalogue state)."""
+    return engine_for(Path(path)).evaluate(label_column, 10, curve_k=20)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def embedding_map(path: str, version: str, approach: str):
+    """A 2-D map of the catalogue in one approach's space (cached per catalogue state)."""
+    return engine_for(Path(path)).embedding_map(approach)
+
+
+def build_with_progress(source: str, out: Path, options: imgsim.BuildOptions | None = None) -> bool:
     """Runs a build with a progress bar per stage; shows errors in plain words."""
     bar = st.progress(0.0, text="Starting…")
     labels = {"ingest": "Importing images", "pretrained": "Indexing with the pretrained CNN",
               "decode": "Preparing training images", "train": "Training the autoencoder",
-              "autoencoder": "Indexing with the autoencoder"}
+              "autoencoder": "Indexing with the autoencoder", "tuned": "Tuning on the labels"}
 
     def stage(name: str):
         def report(done: int, total: int, message: str) -> None:
@@ -55,8 +93,8 @@ def build_with_progress(source: str, out: Path, options: BuildOptions | None = N
         return report
 
     try:
-        build(source, out, options or BuildOptions(), progress=stage)
-    except (ArtifactError, sources.SourceError, ValueError, OSError) as err:
+        imgsim.build_catalog(source, out, options or imgsim.BuildOptions(), progress=stage)
+    except (imgsim.ArtifactError, imgsim.SourceError, ValueError, OSError) as err:
         bar.empty()
         st.error(f"The build stopped: {err}")
         return False
@@ -64,123 +102,187 @@ def build_with_progress(source: str, out: Path, options: BuildOptions | None = N
     return True
 
 
-def current_engine() -> Engine | None:
-    """The engine of the selected catalogue, building the demo on the very first run."""
-    catalogs = list_catalogs()
+def sidebar_catalogue() -> imgsim.Engine | None:
+    """The catalogue picker (drawn once, by the entry script); builds the demo on the first run."""
+    catalogs = imgsim.list_catalogs()
     if not catalogs:
-        demo = default_demo_path()
-        if not sources.demo_available():
-            st.info(
-                "No catalogue yet, and the demo catalogue needs Debian's `tuxpaint-stamps-default` "
-                "package (`sudo apt-get install -y tuxpaint-stamps-default`). Or open the **Catalogue** "
-                "page and import a folder of images or a Flipkart CSV."
-            )
+        if not imgsim.demo_available():
+            st.info("No catalogue yet, and the demo catalogue's pictures are not installed on this "
+                    "server. Open the **Catalogue** page and import a zip of images or a CSV of image URLs.")
             return None
         st.info("First run: building the demo catalogue (about 700 pictures; a few minutes, once).")
-        if not build_with_progress("demo", demo):
+        if not build_with_progress("demo", imgsim.default_demo_path()):
             return None
-        catalogs = list_catalogs()
+        catalogs = imgsim.list_catalogs()
     names = [p.name for p in catalogs]
-    chosen = st.session_state.get("catalog")
-    if chosen not in names:
-        chosen = "demo" if "demo" in names else names[0]
-    chosen = st.sidebar.selectbox("Catalogue", names, index=names.index(chosen))
-    if chosen != st.session_state.get("catalog"):
-        st.session_state["catalog"] = chosen
-        st.session_state.pop("query", None)
+    pending = st.session_state.pop("pending_catalog", None)  # just built on the Catalogue page
+    if pending in names and pending != st.session_state.get("catalog"):
+        st.session_state["catalog"] = pending
+        _forget_stale_state()
+    if st.session_state.get("catalog") not in names:
+        st.session_state["catalog"] = "demo" if "demo" in names else names[0]
+    chosen = st.sidebar.selectbox("Catalogue", names, **remembered("catalog", names[0], _forget_stale_state))
     try:
         return engine_for(catalogs[names.index(chosen)])
-    except (ArtifactError, OSError, ValueError) as err:
+    except (imgsim.ArtifactError, OSError, ValueError) as err:
         st.error(f"Catalogue {chosen} cannot be opened: {err}")
         return None
 
 
-@st.cache_data(show_spinner="Scoring every item against all the others…", max_entries=16)
-def evaluation(path: str, version: float, label_column: str) -> dict:
-    """Leave-one-out report at k = 10 with precision curves to k = 20 (cached per catalogue state)."""
-    return engine_for(Path(path)).evaluate(label_column, 10, curve_k=20)
+def remembered(key: str, default, on_change=None) -> dict:
+    """Widget arguments that keep its value in ``st.session_state[key]`` across pages.
 
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def pca_map(path: str, version: float, approach: str, limit: int = 3000) -> pd.DataFrame:
-    """A 2-D PCA of up to ``limit`` items' embeddings, with their categories (for a scatter plot)."""
-    engine = engine_for(Path(path))
-    x = np.asarray(engine.store(approach).embeddings, dtype=np.float64)
-    rows = np.random.default_rng(0).permutation(len(x))[:limit]
-    x = x[rows] - x[rows].mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    xy = x @ vt[:2].T
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1],
-                         "category": engine.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
-
-
-# -- the query -------------------------------------------------------------------------------------
-
-def _set_query(kind: str) -> None:
-    st.session_state["query_kind"] = kind
-
-
-def query_widgets(engine: Engine) -> None:
-    """Upload, camera and example inputs; the latest one used becomes the query."""
-    st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key="upload",
-                     on_change=_set_query, args=("upload",),
-                     help="JPEG, PNG, WebP, HEIC (iPhone), GIF, BMP or TIFF")
-    cols = st.columns(2)
-    if cols[0].button("Try an example", icon=":material/casino:", width="stretch"):
-        st.session_state["query_kind"] = "item"
-        st.session_state["query_row"] = random.randrange(len(engine.items))
-    if cols[1].toggle("Use the camera", key="use_camera"):
-        st.camera_input("Take a photo", key="cam", on_change=_set_query, args=("camera",))
-
-
-def more_like(row: int) -> None:
-    """Makes catalogue item ``row`` the query."""
-    st.session_state["query_kind"] = "item"
-    st.session_state["query_row"] = int(row)
-
-
-def current_query(engine: Engine) -> tuple[str, np.ndarray | int] | None:
-    """``("image", rgb)`` or ``("item", row)`` for the active query, or None.
-
-    A file that cannot be decoded shows an error and counts as no query.
+    Streamlit forgets a widget's value when a run does not draw it (or draws it from another
+    page's script); a plain session key does not, so the widget is seeded from it each run.
     """
-    kind = st.session_state.get("query_kind")
-    if kind == "item":
-        row = st.session_state.get("query_row", 0)
-        return ("item", row) if 0 <= row < len(engine.items) else None
-    upload = st.session_state.get("cam") if kind == "camera" else st.session_state.get("upload")
+    if key not in st.session_state:
+        st.session_state[key] = default
+    st.session_state[f"{key}-picker"] = st.session_state[key]
+
+    def keep() -> None:
+        st.session_state[key] = st.session_state[f"{key}-picker"]
+        if on_change is not None:
+            on_change()
+
+    return {"key": f"{key}-picker", "on_change": keep}
+
+
+def _forget_stale_state() -> None:
+    """On a catalogue change: drop what belonged to the old one (item queries, rows, filters)."""
+    query = st.session_state.get("query")
+    if query is not None and query.kind == "item":
+        del st.session_state["query"]
+    for key in ("recon_random", "category", "recon_item"):
+        st.session_state.pop(key, None)
+
+
+def sidebar_search_options(engine: imgsim.Engine) -> None:
+    """Approach, k and category pickers in the sidebar (drawn once, by the entry script)."""
+    available = engine.approaches()
+    if not available:
+        st.sidebar.warning("This catalogue has no index yet: rebuild it on the Catalogue page.")
+    else:
+        if st.session_state.get("approach") not in available:
+            st.session_state["approach"] = available[0]
+        st.sidebar.radio("Approach", available, format_func=engine.label, **remembered("approach", available[0]),
+                         help="Used on the Search page; Compare shows them all.")
+    st.sidebar.slider("Results (k)", 1, MAX_K, **remembered("k", 8))
+    categories = ["All categories", *engine.categories()]
+    if st.session_state.get("category") not in categories:
+        st.session_state["category"] = categories[0]
+    st.sidebar.selectbox("Category", categories, **remembered("category", categories[0]))
+
+
+def search_options() -> tuple[str | None, int, str | None]:
+    """The sidebar's approach, k and category (None for all)."""
+    category = st.session_state.get("category")
+    return (st.session_state.get("approach"), int(st.session_state.get("k", 8)),
+            None if category in (None, "All categories") else category)
+
+
+def draw_sidebar() -> imgsim.Engine | None:
+    """The shared sidebar (catalogue, approach, k, category); returns the chosen engine.
+
+    The entry script draws it once per run, before the page, so its values persist across
+    pages (Streamlit's own multipage pattern).
+    """
+    engine = sidebar_catalogue()
+    if engine is not None:
+        sidebar_search_options(engine)
+    st.session_state["_engine_this_run"] = engine
+    st.session_state["_sidebar_drawn"] = True
+    return engine
+
+
+def current_engine() -> imgsim.Engine | None:
+    """The engine picked in the sidebar for this run (None when there is no catalogue).
+
+    Draws the sidebar first when the entry script has not (a page run on its own, as
+    Streamlit's test harness can do).
+    """
+    if st.session_state.pop("_sidebar_drawn", False):
+        return st.session_state.get("_engine_this_run")
+    engine = draw_sidebar()
+    del st.session_state["_sidebar_drawn"]
+    return engine
+
+
+# -- the query -------------------------------------------------------------------------------
+
+def _take_upload(key: str, name: str) -> None:
+    """Decodes the file just given to widget ``key`` and makes it the query."""
+    upload = st.session_state.get(key)
     if upload is None:
-        upload = st.session_state.get("upload") or st.session_state.get("cam")
-    if upload is None:
-        return None
+        return
+    if getattr(upload, "size", 0) > MAX_UPLOAD_BYTES:
+        st.session_state["query_error"] = (f"That file is {upload.size / 2**20:.0f} MB; photos up to "
+                                           f"{MAX_UPLOAD_BYTES // 2**20} MB are accepted.")
+        return
     try:
-        return "image", decode_image(upload, max_side=448)
-    except ImageDecodeError as err:
-        st.error(f"That file cannot be used: {err}")
+        rgb = imgsim.decode_query(upload)
+    except imgsim.ImageDecodeError as err:
+        st.session_state["query_error"] = f"That file cannot be used: {err}"
+        return
+    st.session_state.pop("query_error", None)
+    st.session_state["query"] = Query("image", getattr(upload, "name", None) or name, rgb=rgb)
+
+
+def set_item_query(engine: imgsim.Engine, row: int) -> None:
+    """Makes catalogue item ``row`` the query."""
+    st.session_state.pop("query_error", None)
+    st.session_state["query"] = Query("item", str(engine.items["name"].iloc[row]) or "Catalogue item",
+                                      row=int(row), catalog=engine.catalog.name,
+                                      item_id=str(engine.items["id"].iloc[row]))
+
+
+def query_widgets(engine: imgsim.Engine, page: str) -> None:
+    """Upload, camera and example inputs; the latest one used becomes the query."""
+    st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=f"upload-{page}",
+                     on_change=_take_upload, args=(f"upload-{page}", "Your photo"),
+                     help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
+    cols = st.columns(2)
+    cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=f"example-{page}",
+                   on_click=lambda: set_item_query(engine, random.randrange(len(engine.items))))
+    if cols[1].toggle("Use the camera", key=f"use-camera-{page}"):
+        st.camera_input("Take a photo", key=f"cam-{page}", on_change=_take_upload,
+                        args=(f"cam-{page}", "Camera photo"))
+
+
+def current_query(engine: imgsim.Engine) -> Query | None:
+    """The remembered query if it applies to ``engine``'s catalogue, else None (errors shown)."""
+    if st.session_state.get("query_error"):
+        st.error(st.session_state["query_error"])
+    query = st.session_state.get("query")
+    if query is None:
         return None
+    if query.kind == "item":
+        rows = engine.items["id"].to_numpy()
+        if (query.catalog != engine.catalog.name or query.row is None or not 0 <= query.row < len(rows)
+                or rows[query.row] != query.item_id):
+            del st.session_state["query"]  # it belonged to another catalogue or an older version
+            return None
+    return query
 
 
-def run_query(engine: Engine, query, approach: str, k: int, category: str | None) -> SearchResult | None:
+def run_query(engine: imgsim.Engine, query: Query, approach: str, k: int,
+              category: str | None) -> imgsim.SearchResult | None:
     """Runs one search, turning user-fixable problems into messages."""
-    kind, value = query
     try:
-        if kind == "item":
-            return engine.search_item(value, approach, k, category=category)
-        return engine.search(value, approach, k, category=category)
-    except (ValueError, ArtifactError) as err:
+        if query.kind == "item":
+            return engine.search_item(query.row, approach, k, category=category)
+        return engine.search(query.rgb, approach, k, category=category, box=query.box)
+    except (ValueError, imgsim.ArtifactError) as err:
         st.error(str(err))
         return None
 
 
-def show_query(engine: Engine, query, result: SearchResult | None) -> None:
-    """The query as the model sees it (orientation fixed, padded and resized)."""
-    kind, value = query
-    caption = engine.items["name"].iloc[value] if kind == "item" else "Your photo"
+def show_query(query: Query, result: imgsim.SearchResult | None) -> None:
+    """The query as the model sees it (orientation fixed, cropped, padded and resized)."""
     if result is not None:
-        st.image(result.query_image, caption=f"{caption} — as the model sees it", width=160)
+        st.image(result.query_image, caption=f"{query.name} — as the model sees it", width=160)
 
 
-def result_grid(engine: Engine, result: SearchResult, key: str, columns: int = 4) -> None:
+def result_grid(engine: imgsim.Engine, result: imgsim.SearchResult, key: str, columns: int = 4) -> None:
     """Thumbnails with name, category, price and score; each can become the next query."""
     if result.items.empty:
         st.info("No item matches (is the category filter too narrow?).")
@@ -192,23 +294,9 @@ def result_grid(engine: Engine, result: SearchResult, key: str, columns: int = 4
         for col, item in zip(cols, rows[start:start + columns]):
             with col:
                 st.image(item["thumb_path"], width="stretch")
-                details = [c for c in (item.get("category"), item.get("price") and f"₹{item['price']}") if c]
-                st.markdown(f"**{item['rank']}. {item['name'][:60]}**  \n"
+                name = plain(str(item.get("name") or "").strip()[:60] or str(item["id"]))
+                details = [plain(str(c)) for c in (item.get("category"), item.get("price") and f"₹{item['price']}") if c]
+                st.markdown(f"**{item['rank']}. {name}**  \n"
                             f"{' · '.join(details)}  \n{unit} {item['score']:.3f}")
-                st.button("More like this", key=f"{key}-more-{item['row']}", on_click=more_like,
-                          args=(item["row"],), width="stretch")
-
-
-def sidebar_search_options(engine: Engine, approaches: bool = True) -> tuple[str | None, int, str | None]:
-    """Approach, k and category pickers in the sidebar."""
-    available = engine.approaches()
-    approach = None
-    if approaches:
-        if not available:
-            st.sidebar.warning("This catalogue has no index yet: rebuild it on the Catalogue page.")
-        else:
-            approach = st.sidebar.radio("Approach", available, format_func=APPROACH_LABELS.get, key="approach")
-    k = st.sidebar.slider("Results (k)", 1, 20, 8, key="k")
-    categories = engine.categories()
-    category = st.sidebar.selectbox("Category", ["All categories", *categories], key="category")
-    return approach, k, None if category == "All categories" else category
+                st.button("More like this", key=f"{key}-more-{item['row']}", on_click=set_item_query,
+                          args=(engine, item["row"]), width="stretch")

@@ -27,9 +27,9 @@ def test_search_page_upload_approach_and_k(app):
     app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((30, 50, 210), 64)), "image/jpeg")).run()
     assert not app.exception
     assert len(result_images(app)) == 8  # the default k
-    app.sidebar.slider(key="k").set_value(3).run()
+    app.sidebar.slider(key="k-picker").set_value(3).run()
     assert len(result_images(app)) == 3
-    app.sidebar.radio(key="approach").set_value("autoencoder").run()
+    app.sidebar.radio(key="approach-picker").set_value("autoencoder").run()
     assert not app.exception and len(result_images(app)) == 3
 
 
@@ -42,7 +42,7 @@ def test_bad_upload_shows_an_error_and_the_page_goes_on(app):
 
 
 def test_example_and_more_like_this(app):
-    app.button[0].click().run()  # "Try an example"
+    app.button(key="example-search").click().run()
     assert not app.exception and len(result_images(app)) == 8
     more = [b for b in app.button if b.label == "More like this"]
     more[0].click().run()
@@ -55,9 +55,38 @@ def test_every_page_renders(app, page):
     assert not app.exception, app.exception
 
 
+def test_the_query_and_options_survive_a_page_change(app):
+    """Upload on Search, open Compare: the same photo is searched there, with the same k."""
+    app.sidebar.slider(key="k-picker").set_value(3).run()
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((30, 50, 210), 64)), "image/jpeg")).run()
+    top_search = [c for img in result_images(app) for c in img.captions]
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception
+    assert app.sidebar.slider(key="k-picker").value == 3
+    assert len(result_images(app)) == 3 * 2  # both approaches, k each
+    assert any("Your photo" in c or "photo.jpg" in c for img in app.image for c in img.captions)
+    app.switch_page("streamlit_app.py").run()
+    assert [c for img in result_images(app) for c in img.captions] == top_search
+
+
+def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, built_catalog, _data_dir):
+    import shutil
+
+    shutil.copytree(built_catalog, _data_dir / "catalogs" / "other")
+    app.run()
+    app.button(key="example-search").click().run()
+    assert app.session_state["query"].kind == "item" and len(result_images(app)) == 8
+    app.switch_page("pages/reconstructions.py").run()
+    app.main.radio[0].set_value("Random").run()
+    assert not app.exception, app.exception
+    app.sidebar.selectbox[0].set_value("other").run()
+    assert not app.exception
+    assert "query" not in app.session_state and len(result_images(app)) >= 3
+
+
 def test_compare_page_shows_both_columns_with_precision(app):
     app.switch_page("pages/compare.py").run()
-    app.button[0].click().run()
+    app.button(key="example-compare").click().run()
     assert not app.exception
     assert len(app.subheader) >= 2
     assert any("precision@8" in m.value for m in app.markdown)
@@ -66,7 +95,7 @@ def test_compare_page_shows_both_columns_with_precision(app):
 def test_reconstructions_modes(app):
     app.switch_page("pages/reconstructions.py").run()
     for mode in ("Browse", "Random", "Worst"):
-        app.radio[0].set_value(mode).run()
+        app.main.radio[0].set_value(mode).run()
         assert not app.exception
         assert len(app.image) >= 3
 
@@ -80,12 +109,21 @@ def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, _data_dir):
         for path in sorted(shop_dir.rglob("*.png"))[:6]:
             archive.write(path, path.relative_to(shop_dir).as_posix())
     app.switch_page("pages/catalogue.py").run()
+    assert len(app.text_input) == 1  # no server paths unless the operator lists IMGSIM_LOCAL_ROOTS
     app.file_uploader[0].set_value(("shop2.zip", buf.getvalue(), "application/zip"))
-    app.text_input[2].set_value("uploaded")
+    app.text_input[0].set_value("uploaded")
     app.button[0].click().run(timeout=300)
-    assert not app.exception and not app.error
+    assert not app.exception and not app.error, (app.exception[0].proto if app.exception else app.error[0].value)
     assert any("uploaded" in s.value and "ready" in s.value for s in app.success)
     assert (_data_dir / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
+    # the session may rebuild its own catalogue, but never the operator's
+    app.file_uploader[0].set_value(("shop2.zip", buf.getvalue(), "application/zip"))
+    app.text_input[0].set_value("shop")
+    app.button[0].click().run()
+    assert any("already exists" in e.value for e in app.error)
+    app.text_input[0].set_value("../../etc")
+    app.button[0].click().run()
+    assert any("Choose another name" in e.value for e in app.error)
 
 
 def test_catalogue_page_refuses_a_broken_zip(app):
@@ -94,3 +132,15 @@ def test_catalogue_page_refuses_a_broken_zip(app):
     app.button[0].click().run()
     assert not app.exception
     assert any("zip" in e.value for e in app.error)
+
+
+def test_pages_use_only_imgsim_public_api():
+    import re
+
+    import imgsim
+
+    for path in [REPO / "streamlit_app.py", *sorted((REPO / "pages").glob("*.py"))]:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) imgsim\.", text, re.M), f"{path.name} imports below imgsim's facade"
+        for name in set(re.findall(r"\bimgsim\.(\w+)", text)):
+            assert name in imgsim.__all__, f"{path.name} uses imgsim.{name}, which is not public"

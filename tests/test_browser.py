@@ -108,16 +108,17 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     count_results(page, 8)
     print(f"warm query (click to rendered results): {time.perf_counter() - t1:.2f} s")
 
-    page.goto(url + "/compare")
-    wait_idle(page)
-    page.get_by_role("button", name="Try an example").click()
+    # Change pages the way a user does (the navigation link keeps the session): the query is kept.
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Compare").click()
     wait_idle(page)
     page.wait_for_selector("text=Autoencoder latent space", timeout=60_000)
     assert page.locator("text=Pretrained CNN (EfficientNet-Lite0)").count() >= 1
+    page.get_by_text(caption).first.wait_for(timeout=60_000)  # the same "more like this" query
     page.screenshot(path=str(ARTIFACTS / "compare.png"))
 
-    page.goto(url)
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Search").click()
     wait_idle(page)
+    page.get_by_text(caption).first.wait_for(timeout=60_000)
     page.get_by_text("Use the camera").click()
     page.wait_for_selector("[data-testid='stCameraInputButton']", timeout=60_000)
     page.wait_for_timeout(1500)  # let the fake device deliver frames
