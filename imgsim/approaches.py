@@ -167,7 +167,7 @@ class AutoencoderApproach(Approach):
         return Autoencoder.load(self.model_dir(catalog))
 
     def trained_model(self, catalog: Catalog, config) -> Any | None:
-        """The saved autoencoder if it was trained with ``config``, else None.
+        """The saved autoencoder if it was trained with ``config`` (any config if None), else None.
 
         A catalogue that gained or lost items keeps its model: new items are embedded with it,
         and ``python -m imgsim train`` retrains on demand (``info`` says when it has drifted).
@@ -178,7 +178,7 @@ class AutoencoderApproach(Approach):
             model = Autoencoder.load(self.model_dir(catalog))
         except (ArtifactError, OSError, ValueError):
             return None
-        return model if model.manifest.get("config") == config.as_dict() else None
+        return model if config is None or model.manifest.get("config") == config.as_dict() else None
 
     def train(self, catalog: Catalog, config, *, log: Log, progress: ProgressFactory):
         """Trains the autoencoder on every ingested item and writes its model directory."""
@@ -194,6 +194,8 @@ class AutoencoderApproach(Approach):
 
     def build(self, catalog, settings, *, log, progress):
         model = self.trained_model(catalog, settings.autoencoder)
+        if model is None and settings.autoencoder is None:
+            raise NotApplicableError("no trained autoencoder to embed with; train one first")
         if model is None:
             model = self.train(catalog, settings.autoencoder, log=log, progress=progress)
         else:

@@ -22,7 +22,7 @@ from imgsim.features import DEFAULT_EXTRACTOR, ExtractorOptions
 from imgsim.progress import Progress, silent
 
 ProgressFactory = Callable[[str], Progress]
-__all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "load_squares", "retrain"]
+__all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "load_squares", "refresh", "retrain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,8 @@ class BuildOptions:
             ``pretrained``).
         extractor: The pretrained extractor's name.
         extractor_options: Pooling and flip options of the pretrained extractor.
-        autoencoder: Architecture and training settings of the autoencoder.
+        autoencoder: Architecture and training settings of the autoencoder; ``None`` keeps the
+            trained model whatever its settings and never trains (used after adding items).
         labels: Labels CSV for folder sources.
         label_column: Column copied into ``label`` (and fitted on by ``tuned``).
         download: Download settings for CSV sources.
@@ -45,7 +46,7 @@ class BuildOptions:
     approaches: tuple[str, ...] | None = None
     extractor: str = DEFAULT_EXTRACTOR
     extractor_options: ExtractorOptions = ExtractorOptions()
-    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    autoencoder: AutoencoderConfig | None = AutoencoderConfig()
     labels: str | None = None
     label_column: str | None = None
     download: DownloadConfig = DownloadConfig()
@@ -137,6 +138,36 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
         approaches_mod.APPROACHES[TUNED].refit(catalog, options, log=log)
     else:
         raise ValueError(f"`approach` must be one that learns ({AUTOENCODER} or {TUNED}). Received: {approach!r}")
+
+
+def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silent,
+            log: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Brings every store the catalogue has up to date with its items, after an add or remove.
+
+    Each approach keeps the model it was built with: the pretrained extractor and its options as
+    its store records them, the autoencoder as trained, the tuned projection as fitted. Only new
+    and changed items are embedded; nothing is retrained (see :func:`retrain`).
+
+    Returns:
+        The approaches brought up to date.
+    """
+    from imgsim.artifacts import read_manifest
+
+    built = tuple(a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir())
+    if not built:
+        return []
+    extractor, extractor_options = DEFAULT_EXTRACTOR, ExtractorOptions()
+    store_dir = approaches_mod.get(approaches_mod.PRETRAINED).store_dir(catalog)
+    if store_dir.is_dir():
+        manifest = read_manifest(store_dir)
+        extractor, extractor_options = manifest["model"], ExtractorOptions(**manifest["options"])
+    label_column = None
+    tuned_model = approaches_mod.get(TUNED).model_dir(catalog)
+    if (tuned_model / "manifest.json").is_file():
+        label_column = read_manifest(tuned_model).get("label_column")
+    settings = BuildOptions(approaches=built, extractor=extractor, extractor_options=extractor_options,
+                            autoencoder=None, label_column=label_column)
+    return build_approaches(catalog, settings, progress=progress, log=log)
 
 
 def default_demo_path() -> Path:

@@ -63,7 +63,7 @@ KIND = "catalog"
 ITEMS = "items.parquet"  # format 1's fixed name; format 2 names the table in the manifest
 MANIFEST = "manifest.json"
 THUMB_SIDE = 256
-CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256")
+CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256", "added_at")
 
 OK = download.OK
 MISSING_FILE = "missing_file"
@@ -475,6 +475,7 @@ def ingest(
             done += 1
             progress(done, len(specs), specs[futures[future]].fields.get("name", "")[:40])
 
+    stamp_added(rows, previous)
     items = pd.DataFrame(rows)
     for column in CORE_COLUMNS:
         if column not in items.columns:
@@ -528,3 +529,126 @@ def valid_catalog_name(name: str) -> str:
         raise ValueError("a catalogue name is 1-64 letters, digits, '-' or '_', starting with a letter "
                          f"or digit. Received: {name[:80]!r}")
     return name
+
+
+# -- a catalogue that changes: add and remove items without rebuilding ----------------------------
+
+def _image_file_specs(paths: list[Path]) -> list[sources.ItemSpec]:
+    """Items for single image files (an id from the file's name, its stem as the name)."""
+    return [sources.ItemSpec(id=sources.path_id(p.name), source=str(p.resolve()),
+                             fields={"name": p.stem, "category": "", "label": ""}) for p in paths]
+
+
+def stamp_added(rows: list[dict[str, Any]], previous: dict[str, dict[str, Any]]) -> None:
+    """Sets each row's ``added_at``: kept from its previous row, else now (in place).
+
+    With it, ``info`` tells which items came after a model was trained.
+    """
+    now = now_iso()
+    for row in rows:
+        row["added_at"] = str((previous.get(row["id"]) or {}).get("added_at") or now)
+
+
+def _ingest_specs(root: Path, specs: list[sources.ItemSpec], previous: dict[str, dict[str, Any]], *,
+                  allow_svg: bool, download_config: download.DownloadConfig | None,
+                  progress: Progress) -> list[dict[str, Any]]:
+    """Reads, decodes and thumbnails ``specs`` in parallel (each ends with a status)."""
+    config = download_config or download.DownloadConfig()
+    session = download.make_session(config) if any(s.is_url for s in specs) else None
+    workers = config.workers if session is not None else min(4, os.cpu_count() or 1)
+    rows: list[dict[str, Any]] = [{}] * len(specs)
+    done = 0
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_ingest_one, spec, root, session, config, previous.get(spec.id),
+                               allow_svg=allow_svg): i for i, spec in enumerate(specs)}
+        for future in cf.as_completed(futures):
+            row = future.result()
+            row.pop("up_to_date", None)
+            rows[futures[future]] = row
+            done += 1
+            progress(done, len(specs), str(specs[futures[future]].fields.get("name", ""))[:40])
+    return rows
+
+
+def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> Catalog:
+    """Commits a changed items table with an updated manifest (one atomic step, then clean-up)."""
+    for column in CORE_COLUMNS:
+        if column not in items.columns:
+            items[column] = ""
+    extras = [c for c in items.columns if c not in CORE_COLUMNS]
+    items = items[list(CORE_COLUMNS) + extras].fillna("").astype(str).reset_index(drop=True)
+    counts = items["status"].value_counts().to_dict()
+    ok = items[items["status"] == OK]
+    manifest = {k: v for k, v in catalog.manifest.items() if k != "items_file"}
+    history = list(manifest.get("changes", []))[-49:] + [{**change, "at": now_iso()}]
+    manifest.update({
+        "n_items": int(len(items)), "n_ok": int(counts.get(OK, 0)),
+        "status_counts": {k: int(v) for k, v in counts.items()},
+        "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist()),
+        "updated": now_iso(), "changes": history, "library_versions": library_versions(),
+    })
+    items_file = _commit(catalog.root, items, manifest)
+    _clean_up(catalog.root, items_file, items, None)
+    return Catalog(catalog.root, {**manifest, "items_file": items_file}, items)
+
+
+def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str | os.PathLike | None = None,
+              label_column: str | None = None, download_config: download.DownloadConfig | None = None,
+              progress: Progress = silent) -> tuple[Catalog, dict[str, int]]:
+    """Adds the items of ``source`` to the catalogue at ``root``, keeping all it holds.
+
+    ``source`` is a folder, a CSV, a zip, or a list of image files. An item whose id is already
+    in the catalogue is updated in place (same row); the others are appended, so existing rows
+    keep their order and their stores' rows can be reused.
+
+    Returns:
+        The catalogue and counts: ``added``, ``updated``, ``failed``.
+
+    Raises:
+        CatalogError: No catalogue at ``root``.
+        sources.SourceError: The source cannot be read.
+    """
+    catalog = Catalog.load(root)
+    if isinstance(source, list):
+        paths = [Path(p).expanduser() for p in source]
+        for path in paths:
+            safety.check_regular_file(path)
+        kind, specs = "images", _image_file_specs(paths)
+    else:
+        kind, specs = plan(source, labels, label_column, unpack_dir=catalog.root / "sources")
+    if not specs:
+        raise sources.SourceError(f"{source} lists no items")
+    previous = {r["id"]: r for r in catalog.items.to_dict("records")}
+    rows = _ingest_specs(catalog.root, specs, previous, allow_svg=kind in SVG_KINDS,
+                         download_config=download_config, progress=progress)
+    stamp_added(rows, previous)
+    new = pd.DataFrame(rows).fillna("").astype(str).set_index("id", drop=False)
+    items = catalog.items.set_index("id", drop=False)
+    updated = items.index.intersection(new.index)
+    for column in new.columns.difference(items.columns):
+        items[column] = ""
+    items.loc[updated, new.columns] = new.loc[updated]
+    items = pd.concat([items, new.loc[new.index.difference(items.index, sort=False)]])
+    counts = {"added": int(len(new) - len(updated)), "updated": int(len(updated)),
+              "failed": int((new["status"] != OK).sum())}
+    return _recommit(catalog, items.reset_index(drop=True), {"added_from": str(source)[:500], **counts}), counts
+
+
+def remove_items(root: str | os.PathLike, ids: list[str]) -> tuple[Catalog, int]:
+    """Removes the items with these ids from the catalogue at ``root`` (one atomic commit).
+
+    Returns:
+        The catalogue and how many items were removed.
+
+    Raises:
+        CatalogError: No catalogue at ``root``.
+        ValueError: None of ``ids`` is in the catalogue (the message names a few of them).
+    """
+    catalog = Catalog.load(root)
+    wanted = set(map(str, ids))
+    gone = catalog.items["id"].isin(wanted)
+    if not gone.any():
+        sample = ", ".join(sorted(wanted)[:3])
+        raise ValueError(f"no item of catalogue {catalog.name} has any of these ids: {sample}")
+    removed = int(gone.sum())
+    return _recommit(catalog, catalog.items[~gone].copy(), {"removed": removed}), removed

@@ -134,6 +134,51 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_stores(catalog) -> None:
+    from imgsim.build import refresh
+    from imgsim.progress import tqdm_progress
+
+    updated = refresh(catalog, progress=tqdm_progress, log=lambda m: print(m, flush=True))
+    if not updated:
+        print("no approach is built yet: run `python -m imgsim build` for this catalogue")
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from imgsim.catalog import add_items
+    from imgsim.progress import tqdm_progress
+
+    sources = args.sources
+    files = [p for p in sources if Path(p).suffix.lower() not in (".csv", ".zip") and not Path(p).is_dir()]
+    if files and len(files) != len(sources):
+        raise ValueError("give either one folder, CSV or zip, or any number of image files")
+    if not files and len(sources) != 1:
+        raise ValueError("give one folder, CSV or zip at a time")
+    catalog, counts = add_items(resolve_catalog(args.catalog), files or sources[0], labels=args.labels,
+                                label_column=args.label_column, download_config=_download_config(args),
+                                progress=tqdm_progress("ingest"))
+    print(f"{counts['added']} added, {counts['updated']} updated, {counts['failed']} could not be imported")
+    _refresh_stores(catalog)
+    _print_summary(catalog)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from imgsim.catalog import remove_items
+
+    catalog, removed = remove_items(resolve_catalog(args.catalog), args.ids)
+    print(f"{removed} removed")
+    _refresh_stores(catalog)
+    _print_summary(catalog)
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from imgsim.catalog import Catalog
+
+    _refresh_stores(Catalog.load(resolve_catalog(args.catalog)))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from imgsim.build import BuildOptions, retrain
     from imgsim.catalog import Catalog
@@ -263,6 +308,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for approach, why in engine.unavailable().items():
         print(f"  {approach}: unavailable ({why}); build it with: python -m imgsim build "
               f"{engine.catalog.manifest.get('source')} --out {engine.catalog.root} --approaches {approach}")
+    for line in engine.drift():
+        print(f"  {line}")
     return 0
 
 
@@ -316,6 +363,32 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("add", help="add items to a catalogue (embeds only the new ones)",
+                       description="Add the items of a folder, CSV or zip (or image files) to a catalogue. "
+                                   "An item whose id is already there is updated in place. Only new and "
+                                   "changed items are embedded; nothing is retrained (see `train`).")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a folder, a .csv, a .zip, or image files")
+    p.add_argument("--labels", help="for a folder: CSV joined on its `path` column")
+    p.add_argument("--label-column", help="column copied into `label`")
+    p.add_argument("--workers", type=_positive_int, default=8, help="parallel downloads (default 8)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per download read (default 15)")
+    p.add_argument("--retries", type=int, default=3, help="retries on 429, 5xx and connection errors")
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest image to download, in MB")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("remove", help="remove items from a catalogue by id",
+                       description="Remove items by id; the stores drop their rows (nothing is re-embedded).")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("ids", nargs="+", metavar="ID", help="item ids (see `query --json` or the items table)")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("refresh", help="bring a catalogue's stores up to date with its items",
+                       description="Embed what `add` or `remove` left undone (after an interruption), "
+                                   "with the models the stores were built with.")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.set_defaults(func=cmd_refresh)
 
     p = sub.add_parser("train", help="retrain a catalogue's autoencoder (or refit tuned) and re-index it",
                        description="Adding or removing items never retrains: new items are embedded with "

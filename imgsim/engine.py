@@ -372,6 +372,45 @@ class Engine:
                     "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
             return self._errors.copy()
 
+    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[str]:
+        """How far the catalogue has moved from what its learned models were fitted on.
+
+        Items added after the autoencoder was trained are reconstructed and their mean error
+        compared with the validation error at training time; retraining is suggested when it is
+        ``retrain_ratio`` times larger, or when the new items are more than ``retrain_share`` of
+        the catalogue. The same share rule applies to the tuned projection.
+
+        Returns:
+            One line per learned approach, in plain words.
+        """
+        lines = []
+        added = self.items["added_at"] if "added_at" in self.items else pd.Series([""] * len(self.items))
+        if AUTOENCODER in self.approaches():
+            model = self.model(AUTOENCODER)
+            trained = str(model.manifest.get("created", ""))
+            rows = np.flatnonzero((added > trained).to_numpy())
+            line = f"autoencoder: {len(rows)} of {len(self.items)} items added since it was trained ({trained})"
+            if len(rows):
+                from imgsim.store import iter_batches
+
+                paths = [self.catalog.thumb_paths()[r] for r in rows[:2000]]
+                mse = float(np.concatenate([model.errors(b)[1] for b in
+                                            iter_batches(paths, model.image_size, 64)]).mean())
+                ratio = mse / max(float(model.manifest["val_mse"]), 1e-12)
+                line += f"; their reconstruction MSE {mse:.4f} is {ratio:.1f}x the validation MSE"
+                if ratio > retrain_ratio or len(rows) > retrain_share * len(self.items):
+                    line += f"; retrain: python -m imgsim train {self.catalog.root}"
+            lines.append(line)
+        if TUNED in self.approaches():
+            fitted = int(self.model(TUNED).manifest.get("fitted_items", 0))
+            fitted_at = str(self.model(TUNED).manifest.get("created", ""))
+            new = int((added > fitted_at).sum())
+            line = f"tuned: fitted on {fitted} labelled items; {new} items added since"
+            if new > retrain_share * len(self.items):
+                line += f"; refit: python -m imgsim train {self.catalog.root} --approach tuned"
+            lines.append(line)
+        return lines
+
     def embedding_map(self, approach: str, limit: int = 3000, seed: int = 0) -> pd.DataFrame:
         """A 2-D PCA of up to ``limit`` items' embeddings, for a scatter plot.
 

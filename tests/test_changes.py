@@ -1,0 +1,79 @@
+"""A catalogue that changes: add and remove items without rebuilding or retraining."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import solid
+from PIL import Image
+
+from imgsim.catalog import Catalog
+from imgsim.cli import main
+from imgsim.engine import Engine
+
+
+@pytest.fixture
+def shop(built_catalog, tmp_path):
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    return root
+
+
+def manifest(root, approach):
+    return json.loads((root / "stores" / approach / "manifest.json").read_text())
+
+
+def test_add_embeds_only_new_items_and_keeps_the_models(shop, tmp_path, capsys):
+    before = Engine.open(shop)
+    n = len(before.items)
+    model_before = json.loads((shop / "models" / "autoencoder" / "manifest.json").read_text())
+    new = tmp_path / "new"
+    (new / "yellows").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(solid((230, 210, 20), 40)).save(new / "yellows" / f"yellow_{i}.png")
+    assert main(["add", str(shop), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "3 added, 0 updated" in out
+    for approach in ("pretrained", "autoencoder"):
+        assert manifest(shop, approach)["count"] == n + 3
+        assert manifest(shop, approach)["reused_rows"] == n  # only the three new items were embedded
+    model_after = json.loads((shop / "models" / "autoencoder" / "manifest.json").read_text())
+    assert model_after["fingerprint"] == model_before["fingerprint"]  # not retrained
+    engine = Engine.open(shop)
+    top = engine.search(new / "yellows" / "yellow_1.png", "pretrained", k=3)
+    assert set(top.items["category"]) == {"yellows"}
+    assert main(["info", str(shop)]) == 0
+    assert "3 of 15 items added since it was trained" in capsys.readouterr().out
+
+
+def test_remove_drops_rows_without_embedding(shop, capsys):
+    engine = Engine.open(shop)
+    gone = engine.items["id"].iloc[:2].tolist()
+    vectors = np.array(engine.store("pretrained").embeddings)
+    assert main(["remove", str(shop), *gone]) == 0
+    assert "2 removed" in capsys.readouterr().out
+    after = Engine.open(shop)
+    assert len(after.items) == len(engine.items) - 2 and not set(gone) & set(after.items["id"])
+    assert manifest(shop, "pretrained")["reused_rows"] == len(after.items)
+    np.testing.assert_array_equal(np.asarray(after.store("pretrained").embeddings), vectors[2:])
+    assert main(["remove", str(shop), "no-such-id"]) == 2
+    assert "no item" in capsys.readouterr().err
+
+
+def test_an_interrupted_update_is_finished_by_refresh(shop, tmp_path, monkeypatch, capsys):
+    """A kill after the catalogue commit but before the stores: the catalogue loads, refresh ends it."""
+    import imgsim.build
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imgsim.build, "build_approaches", killed)
+    gone = Engine.open(shop).items["id"].iloc[:1].tolist()
+    assert main(["remove", str(shop), *gone]) == 130
+    monkeypatch.undo()
+    engine = Engine.open(shop)
+    assert "pretrained" in engine.unavailable()  # stale, and says so, rather than wrong
+    assert main(["refresh", str(shop)]) == 0
+    assert Engine.open(shop).approaches() == ["pretrained", "autoencoder"]
+    assert len(Catalog.load(shop).ok) == 11
