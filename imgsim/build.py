@@ -22,6 +22,7 @@ from imgsim.features import DEFAULT_EXTRACTOR, ExtractorOptions
 from imgsim.progress import Progress, silent
 
 ProgressFactory = Callable[[str], Progress]
+ANN_POLICIES = ("auto", "always", "never")
 __all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "load_squares", "refresh", "retrain"]
 
 
@@ -41,6 +42,8 @@ class BuildOptions:
         labels: Labels CSV for folder sources.
         label_column: Column copied into ``label`` (and fitted on by ``tuned``).
         download: Download settings for CSV sources.
+        ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
+            has :attr:`imgsim.ann.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
     """
 
     approaches: tuple[str, ...] | None = None
@@ -50,8 +53,11 @@ class BuildOptions:
     labels: str | None = None
     label_column: str | None = None
     download: DownloadConfig = DownloadConfig()
+    ann: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.ann not in ANN_POLICIES:
+            raise ValueError(f"`ann` must be one of {', '.join(ANN_POLICIES)}. Received: ann={self.ann!r}")
         if self.approaches is not None:
             unknown = set(self.approaches) - set(approaches_mod.APPROACHES)
             if unknown or not self.approaches:
@@ -83,8 +89,50 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
                 raise
             log(f"{name}: skipped: {err}")
             continue
+        ensure_ann(catalog, name, options.ann, log)
         done.append(name)
     return done
+
+
+def ann_path(catalog: Catalog, approach: str) -> Path:
+    """Where a store's approximate index lives: ``CATALOG/stores/<approach>.ann``."""
+    return approaches_mod.get(approach).store_dir(catalog).with_name(f"{approach}.ann")
+
+
+def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
+               log: Callable[[str], None] = lambda message: None) -> None:
+    """Builds (or drops) the approximate index of ``approach``'s store as ``policy`` says.
+
+    An index that still matches the store's embeddings is kept; one built for other embeddings
+    (the catalogue changed) is rebuilt.
+    """
+    import shutil
+
+    import numpy as np
+
+    from imgsim.ann import AnnIndex, should_use_ann
+    from imgsim.artifacts import ArtifactError
+    from imgsim.store import Store
+
+    path = ann_path(catalog, approach)
+    store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
+    wanted = policy == "always" or (policy == "auto" and should_use_ann(len(store.embeddings)))
+    if not wanted:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        AnnIndex.load(path, store.embeddings)
+        log(f"{approach}: approximate index up to date")
+        return
+    except ArtifactError:
+        pass
+    import time
+
+    started = time.perf_counter()
+    index = AnnIndex.build(np.asarray(store.embeddings), store.manifest.get("metric", "cosine"))
+    index.save(path)
+    log(f"{approach}: approximate (HNSW) index over {index.size} rows in {time.perf_counter() - started:.1f} s")
 
 
 def build(

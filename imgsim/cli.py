@@ -120,6 +120,7 @@ def _build_options(args: argparse.Namespace, approaches: tuple[str, ...] | None 
         extractor_options=ExtractorOptions(pooling=args.pooling, flip=args.flip),
         autoencoder=_autoencoder_config(args),
         labels=args.labels, label_column=args.label_column, download=_download_config(args),
+        ann=args.ann,
     )
 
 
@@ -361,6 +362,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "vgg16_fc1 needs its weights file in ~/.keras/models)")
     p.add_argument("--pooling", choices=["avg", "gem"], default="avg", help="pretrained pooling (default avg)")
     p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
+    p.add_argument("--ann", choices=["auto", "always", "never"], default="auto",
+                   help="an approximate (HNSW) index beside each store: auto from 200,000 items (default)")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_build)
 

@@ -198,15 +198,39 @@ class Engine:
             raise ValueError(f"{approach} is not available for {self.catalog.name}: {self._problems[approach]}")
         return store
 
-    def index(self, approach: str, metric: str | None = None) -> Index:
-        """The search index of ``approach`` (built once per metric)."""
+    def index(self, approach: str, metric: str | None = None):
+        """The search index of ``approach`` (loaded once per metric).
+
+        The store's approximate (HNSW) index when the build made one for it and it still
+        matches the store (see :func:`imgsim.build.ensure_ann`), else exact search. Both answer
+        ``search(queries, k, mask=..., exclude=...)`` with the same :class:`~imgsim.search.Hits`.
+        """
         store = self.store(approach)
-        metric = Metric(metric or store.manifest.get("metric", "cosine"))
+        default = Metric(store.manifest.get("metric", "cosine"))
+        metric = Metric(metric or default)
         key = (approach, metric.value)
         with self._lock:
             if key not in self._indexes:
-                self._indexes[key] = Index(store.embeddings, metric)
+                self._indexes[key] = self._approximate(approach, store) if metric is default else None
+                if self._indexes[key] is None:
+                    self._indexes[key] = Index(store.embeddings, metric)
             return self._indexes[key]
+
+    def _approximate(self, approach: str, store: Store):
+        """The store's ANN index if there is a current one, else None."""
+        path = store.root.with_name(f"{approach}.ann")
+        if not path.is_dir():
+            return None
+        from imgsim.ann import AnnIndex
+
+        try:
+            return AnnIndex.load(path, store.embeddings)
+        except ArtifactError:
+            return None  # stale (the catalogue changed since): exact search stays correct
+
+    def search_backend(self, approach: str) -> str:
+        """``approximate (HNSW)`` or ``exact``: how ``approach`` is searched."""
+        return "approximate (HNSW)" if type(self.index(approach)).__name__ == "AnnIndex" else "exact"
 
     # -- models ---------------------------------------------------------------------------------
 

@@ -77,3 +77,23 @@ def test_an_interrupted_update_is_finished_by_refresh(shop, tmp_path, monkeypatc
     assert main(["refresh", str(shop)]) == 0
     assert Engine.open(shop).approaches() == ["pretrained", "autoencoder"]
     assert len(Catalog.load(shop).ok) == 11
+
+
+def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
+    from imgsim.build import BuildOptions, build_approaches, ensure_ann
+
+    catalog = Catalog.load(shop)
+    build_approaches(catalog, BuildOptions(approaches=("pretrained",), ann="always"))
+    assert (shop / "stores" / "pretrained.ann" / "manifest.json").is_file()
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (HNSW)"
+    exact = Engine.open(shop)
+    exact._indexes[("pretrained", "cosine")] = __import__("imgsim.search").search.Index(
+        exact.store("pretrained").embeddings)
+    for row in range(3):
+        assert engine.search_item(row, k=5).ids == exact.search_item(row, k=5).ids
+    # a removal makes the graph stale: the engine falls back to exact search until refresh rebuilds it
+    assert main(["remove", str(shop), engine.items["id"].iloc[0]]) == 0
+    assert Engine.open(shop).search_backend("pretrained") in ("exact", "approximate (HNSW)")
+    ensure_ann(Catalog.load(shop), "pretrained", "never")
+    assert not (shop / "stores" / "pretrained.ann").exists()
