@@ -41,6 +41,11 @@ class BoxMethod(enum.StrEnum):
     ENERGY = "energy"  # cells with the strongest activations
 
 
+#: A border pixel whose darkest channel is at least this bright is studio white.
+STUDIO_WHITE = 236
+#: Share of the border that must be studio white for a photo to count as a studio shot.
+STUDIO_BORDER_SHARE = 0.9
+
 #: The measured best threshold of each method (phone-photo benchmark, 448 px pass).
 BOX_THRESHOLDS = {BoxMethod.CONTRAST: 0.9, BoxMethod.ENERGY: 0.5}
 
@@ -66,16 +71,20 @@ class RegionConfig:
         crop_boxes: The automatic boxes cropped and embedded at the extractor's size (one
             batched call); the first is the query's ``auto_box``. Empty for none.
         include_whole_square: Add the whole photo embedded as today (made square at the
-            extractor's size). Off by default: under max fusion the scene's own matches win.
+            extractor's size); it keeps catalogue-like photos finding what they found before.
+        studio_shortcut: A photo whose border is studio white (:func:`is_studio_shot`) is
+            queried whole, as today: it already looks like the catalogue, and parts of it
+            would only find items that share a part.
         fusion: How region scores become an item's score.
         whole_weight: The whole photo's share under ``max+whole`` fusion.
     """
 
     enabled: bool = True
     input_size: int = 448
-    scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
+    scales: tuple[float, ...] = (1.0, 0.75, 0.5)
     crop_boxes: tuple[BoxMethod, ...] = (BoxMethod.CONTRAST, BoxMethod.ENERGY)
-    include_whole_square: bool = False
+    include_whole_square: bool = True
+    studio_shortcut: bool = True
     fusion: Fusion = Fusion.MAX
     whole_weight: float = 0.5
 
@@ -125,6 +134,23 @@ class RegionQuery:
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def is_studio_shot(rgb: np.ndarray, ring: int = 3) -> bool:
+    """Whether a photo's border is studio white (a catalogue-style shot, not a scene).
+
+    Args:
+        rgb: ``uint8`` ``(H, W, 3)``.
+        ring: Width of the border looked at, in pixels.
+
+    Returns:
+        True when at least :data:`STUDIO_BORDER_SHARE` of the border's pixels have every
+        channel at or above :data:`STUDIO_WHITE`.
+    """
+    rgb = _check_rgb(rgb)
+    border = np.concatenate([rgb[:ring].reshape(-1, 3), rgb[-ring:].reshape(-1, 3),
+                             rgb[:, :ring].reshape(-1, 3), rgb[:, -ring:].reshape(-1, 3)])
+    return bool((border.min(axis=1) >= STUDIO_WHITE).mean() >= STUDIO_BORDER_SHARE)
 
 
 def grid_windows(scales: tuple[float, ...]) -> np.ndarray:
@@ -254,13 +280,14 @@ class RegionEmbedder:
             rgb: ``uint8`` ``(H, W, 3)`` photo (decode it with ``max_side=decode_side``).
 
         Returns:
-            :class:`RegionQuery`; with regions disabled, the whole photo made square only.
+            :class:`RegionQuery`; with regions disabled, or for a studio shot under
+            ``studio_shortcut``, the whole photo made square only.
         """
         rgb = _check_rgb(rgb)
         h, w = rgb.shape[:2]
         config = self.config
         full = (0, 0, w, h)
-        if not config.enabled:
+        if not config.enabled or (config.studio_shortcut and is_studio_shot(rgb)):
             vector = self.embed_squares(to_square(rgb, self.image_size)[None])
             return RegionQuery(vector, np.asarray([full]), ("whole_square",), None)
         scale = config.input_size / max(h, w)

@@ -14,6 +14,7 @@ from imgsim.regions import (
     RegionEmbedder,
     fuse,
     grid_windows,
+    is_studio_shot,
     pool_boxes,
     product_box,
     search_regions,
@@ -47,7 +48,7 @@ def test_pasted_product_comes_back_first_with_regions(embedder, catalogue, monke
     names = list(catalogue)
     index = Index(embedder.embed_squares(np.stack([catalogue[n] for n in names])))
     monkeypatch.setattr(phonesim, "_samples", [])  # procedural scenes only: none is in the catalogue
-    canvases = [np.full((600, 800, 3), 235, np.uint8)] + [
+    canvases = [np.full((600, 800, 3), 200, np.uint8)] + [
         phonesim.make_scene(np.random.default_rng(seed), (800, 600)) for seed in range(3)]
     whole_firsts = region_firsts = 0
     for i, product in enumerate(("chelsea", "coffee", "rocket", "astronaut")):
@@ -64,6 +65,19 @@ def test_pasted_product_comes_back_first_with_regions(embedder, catalogue, monke
         x0, y0, x1, y1 = query.auto_box
         assert x0 <= 540 <= x1 and y0 <= 320 <= y1  # the product's centre is in the auto box
     assert whole_firsts <= region_firsts  # the whole-photo query is worse or equal
+
+
+def test_studio_shots_are_queried_whole(embedder, catalogue):
+    white = Image.new("RGB", (800, 600), (255, 255, 255))
+    white.paste(Image.fromarray(catalogue["coffee"]).resize((240, 240)), (420, 200))
+    photo = np.asarray(white)
+    assert is_studio_shot(photo) and not is_studio_shot(catalogue["coffee"])
+    query = embedder.embed(photo)
+    assert query.kinds == ("whole_square",) and query.auto_box is None
+    assert np.allclose(query.vectors, embedder.embed_box(photo, (0, 0, 800, 600)).vectors, atol=1e-5)
+    names = list(catalogue)
+    index = Index(embedder.embed_squares(np.stack([catalogue[n] for n in names])))
+    assert search_regions(index, query.vectors, 3).rows[0][0] == names.index("coffee")
 
 
 def test_boxes_lie_inside_the_image(embedder):
@@ -157,6 +171,7 @@ def test_pooling_windows_and_product_box():
     assert np.allclose(pool_boxes(fmap, [(0, 0, 9, 7)])[0], whole / np.linalg.norm(whole), atol=1e-6)
     half = fmap[:, :4].mean(axis=(0, 1)) * 4 + fmap[:, 4].mean(axis=0) * 0.5  # 4.5 cells wide
     assert np.allclose(pool_boxes(fmap, [(0, 0, 4.5, 7)])[0], half / np.linalg.norm(half), atol=1e-6)
+    assert len(grid_windows(RegionConfig().scales)) == 14
     assert len(grid_windows((1.0,))) == 1 and len(grid_windows((0.5,))) == 9 and len(grid_windows((0.75,))) == 4
     assert (grid_windows((1.0, 0.75, 0.5)) >= 0).all() and (grid_windows((1.0, 0.75, 0.5)) <= 1).all()
     hot = np.zeros((7, 9, 5), np.float32)
@@ -178,7 +193,7 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="`scales`"):
         RegionConfig(scales=(0.1,))
     with pytest.raises(ValueError, match="cannot all be empty"):
-        RegionConfig(scales=(), crop_boxes=())
+        RegionConfig(scales=(), crop_boxes=(), include_whole_square=False)
     with pytest.raises(ValueError):
         RegionConfig(crop_boxes=("saliency",))
     assert RegionConfig(scales=(), crop_boxes=("energy",)).as_dict()["crop_boxes"] == ["energy"]
