@@ -23,7 +23,7 @@ from imgsim.progress import Progress, silent
 
 ProgressFactory = Callable[[str], Progress]
 ANN_POLICIES = ("auto", "always", "never")
-__all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "load_squares", "refresh", "retrain"]
+__all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "export", "load_squares", "refresh", "retrain"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +215,44 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
         label_column = read_manifest(tuned_model).get("label_column")
     settings = BuildOptions(approaches=built, extractor=extractor, extractor_options=extractor_options,
                             autoencoder=None, label_column=label_column)
-    return build_approaches(catalog, settings, progress=progress, log=log)
+    done = build_approaches(catalog, settings, progress=progress, log=log)
+    from imgsim.engine import read_backend
+
+    backend = read_backend(catalog)
+    if backend["kind"] == "milvus":  # keep Milvus in step (a new collection, swapped in atomically)
+        export(catalog, backend["uri"], log=log)
+    return done
+
+
+def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Puts every store of the catalogue into a vector backend and makes the engine use it.
+
+    ``uri``: ``local`` (the catalogue's own stores; the default), a Milvus Lite path ending in
+    ``.db`` (embedded), or ``http://host:19530`` / ``milvus://host:19530`` (a Milvus server or
+    cluster). Each approach's vectors go in with the item id, category and label; the catalogue
+    then records the backend in ``backend.json``, and the engine and the app query it.
+
+    Returns:
+        The approaches exported.
+    """
+    from imgsim.artifacts import write_json_atomic
+    from imgsim.engine import BACKEND_FILE
+    from imgsim.store import Store
+
+    built = [a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir()]
+    if uri == "local":
+        (catalog.root / BACKEND_FILE).unlink(missing_ok=True)
+        log("searching the local stores")
+        return built
+    from imgsim.milvus import MilvusBackend
+
+    with MilvusBackend(uri) as backend:
+        for approach in built:
+            store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
+            rows = backend.export_store(catalog, store, approach)
+            log(f"{approach}: {rows} rows exported to {backend.uri}")
+    write_json_atomic(catalog.root / BACKEND_FILE, {"kind": "milvus", "uri": uri, "approaches": built})
+    return built
 
 
 def default_demo_path() -> Path:

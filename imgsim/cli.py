@@ -173,6 +173,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from imgsim.build import export
+    from imgsim.catalog import Catalog
+
+    export(Catalog.load(resolve_catalog(args.catalog)), args.to, log=lambda m: print(m, flush=True))
+    return 0
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     from imgsim.catalog import Catalog
 
@@ -387,6 +395,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+", metavar="ID", help="item ids (see `query --json` or the items table)")
     p.set_defaults(func=cmd_remove)
 
+    p = sub.add_parser("export", help="serve a catalogue's vectors from Milvus (or back from local stores)",
+                       description="Copy every store of the catalogue into a vector backend; the engine, the "
+                                   "CLI and the app then search there. `add`, `remove` and `refresh` keep it "
+                                   "in step.")
+    p.add_argument("catalog", help="catalogue directory or name")
+    p.add_argument("--to", required=True,
+                   help="'local', a Milvus Lite file (path ending in .db: embedded, one process at a "
+                        "time), or http://HOST:19530 / milvus://HOST:19530 (a Milvus server or cluster)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("refresh", help="bring a catalogue's stores up to date with its items",
                        description="Embed what `add` or `remove` left undone (after an interruption), "
                                    "with the models the stores were built with.")
@@ -448,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImageDecodeError, SourceError, ArtifactError, ExtractorUnavailableError, ValueError,
             FileNotFoundError, PermissionError) as err:
         print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as err:
+        if type(err).__name__ != "MilvusException":  # a Milvus server that is down or refuses
+            raise
+        print(f"imgsim {args.command}: error: Milvus: {getattr(err, 'message', err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"imgsim {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -108,13 +108,36 @@ def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return rgb[y0:y1, x0:x1]
 
 
+BACKEND_FILE = "backend.json"
+
+
+def read_backend(catalog: Catalog) -> dict[str, Any]:
+    """The catalogue's vector backend: ``{"kind": "local"}`` or Milvus's URI and approaches.
+
+    ``python -m imgsim export CATALOG --to URI`` writes it (see :func:`imgsim.build.export`).
+    """
+    import json
+
+    path = catalog.root / BACKEND_FILE
+    if not path.is_file():
+        return {"kind": "local"}
+    try:
+        backend = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{path} is unreadable ({type(err).__name__}); export the catalogue again") from err
+    if backend.get("kind") not in ("local", "milvus") or (backend["kind"] == "milvus" and not backend.get("uri")):
+        raise ArtifactError(f"{path} names no known backend; export the catalogue again")
+    return backend
+
+
 def artifact_version(catalog: Catalog) -> str:
     """Changes whenever the catalogue, one of its stores or one of its models is rewritten.
 
     A cache key for anything derived from the catalogue's artifacts (the app's engine cache).
     """
     digest = hashlib.sha256(str(catalog.root.resolve()).encode())
-    files = [catalog.root / "manifest.json", *sorted(catalog.root.glob("stores/*/manifest.json")),
+    files = [catalog.root / "manifest.json", catalog.root / BACKEND_FILE,
+             *sorted(catalog.root.glob("stores/*/manifest.json")),
              *sorted(catalog.root.glob("models/*/manifest.json"))]
     for path in files:
         try:
@@ -147,6 +170,8 @@ class Engine:
         self._errors: pd.DataFrame | None = None
         self._lock = threading.RLock()
         self.version = artifact_version(catalog)
+        self.backend = read_backend(catalog)
+        self._milvus = None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Engine:
@@ -229,8 +254,32 @@ class Engine:
             return None  # stale (the catalogue changed since): exact search stays correct
 
     def search_backend(self, approach: str) -> str:
-        """``approximate (HNSW)`` or ``exact``: how ``approach`` is searched."""
+        """How ``approach`` is searched: ``milvus (URI)``, ``approximate (HNSW)`` or ``exact``."""
+        if self._uses_milvus(approach):
+            return f"milvus ({self.backend['uri']})"
         return "approximate (HNSW)" if type(self.index(approach)).__name__ == "AnnIndex" else "exact"
+
+    def _uses_milvus(self, approach: str) -> bool:
+        return self.backend.get("kind") == "milvus" and approach in self.backend.get("approaches", [])
+
+    def _milvus_search(self, approach: str, vector: np.ndarray, k: int, category: str | None,
+                       exclude_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of the ``k`` nearest items, asked of Milvus (filters pushed down)."""
+        from imgsim.milvus import MilvusBackend, collection_name, hits_rows
+        from imgsim.store import model_spec
+
+        with self._lock:
+            if self._milvus is None:
+                self._milvus = MilvusBackend(self.backend["uri"])
+        if category:
+            self._mask(category)  # an unknown category is an error here too, not an empty answer
+        model = self.model(approach)
+        found = self._milvus.search(collection_name(self.catalog.name, approach), vector[None], k,
+                                    category=category, exclude_ids=[exclude_id] if exclude_id else None,
+                                    expect=model_spec(approach, model))
+        metric = self.store(approach).manifest.get("metric", "cosine")
+        rows, scores = hits_rows(found, self.items["id"].to_numpy(), metric)
+        return rows[0][:k], scores[0][:k]
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -333,6 +382,13 @@ class Engine:
     def _search_vector(self, approach: str, vector: np.ndarray, square: np.ndarray, k: int,
                        category: str | None, exclude_id: str | None, metric: str | None,
                        started: float) -> SearchResult:
+        if self._uses_milvus(approach) and metric in (None, self.store(approach).manifest.get("metric")):
+            t0 = time.perf_counter()
+            rows, scores = self._milvus_search(approach, vector, k, category, exclude_id)
+            search_seconds = time.perf_counter() - t0
+            return SearchResult(approach, self._hits_frame(rows, scores), square,
+                                self.store(approach).manifest.get("metric", "cosine"),
+                                time.perf_counter() - started, search_seconds, self.label(approach))
         index = self.index(approach, metric)
         exclude = None
         if exclude_id is not None:

@@ -243,6 +243,37 @@ def test_export_store_from_a_catalogue(tmp_path, shop_dir):
         np.testing.assert_array_equal(rows[0], exact.rows[0])
 
 
+def test_the_engine_and_cli_search_milvus_unchanged_for_the_user(built_catalog, tmp_path):
+    """`export --to` a Milvus Lite file: the engine answers from Milvus as it did locally; add/remove follow."""
+    import shutil
+
+    from imgsim.cli import main
+    from imgsim.engine import Engine
+
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    local = Engine.open(root)
+    assert main(["export", str(root), "--to", str(tmp_path / "vectors.db")]) == 0
+    remote = Engine.open(root)
+    assert remote.search_backend("pretrained").startswith("milvus")
+    for row in (0, 5):
+        for category in (None, "greens"):
+            want = local.search_item(row, "pretrained", k=4, category=category)
+            got = remote.search_item(row, "pretrained", k=4, category=category)
+            assert got.ids == want.ids
+            np.testing.assert_allclose(got.items["score"], want.items["score"], atol=1e-4)
+    with pytest.raises(ValueError, match="category"):
+        remote.search_item(0, "pretrained", category="hats")
+    remote._milvus.close()  # an embedded Milvus Lite file is one process's at a time
+    gone = local.items["id"].iloc[0]
+    assert main(["remove", str(root), gone]) == 0
+    after = Engine.open(root)
+    assert gone not in after.search_item(1, "pretrained", k=20).ids and len(after.items) == 11
+    after._milvus.close()
+    assert main(["export", str(root), "--to", "local"]) == 0
+    assert Engine.open(root).search_backend("pretrained") == "exact"
+
+
 # -- server mode -------------------------------------------------------------------------------------
 
 def _free_port() -> int:
