@@ -533,6 +533,8 @@ class AnnIndex:
         """Graph candidates re-scored on the stored vectors, best first, in FAISS's convention."""
         valid = found >= 0
         unique = np.unique(found[valid])
+        if unique.size == 0:  # the graph met no eligible node: every query is short
+            return np.zeros(found.shape, np.float32), np.full(found.shape, -1, dtype=np.int64)
         vectors = self._vectors.reconstruct_batch(unique)[np.searchsorted(unique, np.maximum(found, 0))]
         dot = np.einsum("qfd,qd->qf", vectors, q)
         if self.metric is Metric.COSINE:

@@ -92,13 +92,18 @@ def test_filter_with_fewer_rows_than_k_returns_them_all(built, queries):
     np.testing.assert_array_equal(got.rows, exact.search(queries, K, mask=mask).rows)
 
 
-def test_selective_filter_through_the_graph_never_comes_back_short(data, queries):
-    # exact_below=0 forces the graph even for 30 eligible rows: the beam must widen, then fall back.
-    ann = AnnIndex.build(data, "cosine", dataclasses.replace(CONFIG, exact_below=0, ef_search=16))
+@pytest.mark.parametrize("graph_dims", [0, 16])
+@pytest.mark.parametrize("eligible", [1, 30])
+def test_selective_filter_through_the_graph_never_comes_back_short(data, queries, graph_dims, eligible):
+    # exact_below=0 forces the graph even for 1 or 30 eligible rows: the beam must widen, then
+    # fall back to exact search, also when the graph meets no eligible row at all.
+    config = dataclasses.replace(CONFIG, exact_below=0, ef_search=16, graph_dims=graph_dims)
+    ann = AnnIndex.build(data, "cosine", config)
     mask = np.zeros(N, dtype=bool)
-    mask[np.random.default_rng(3).choice(N, 30, replace=False)] = True
+    mask[np.random.default_rng(3).choice(N, eligible, replace=False)] = True
     got = ann.search(queries, K, mask=mask)
-    assert got.rows.shape == (len(queries), K) and mask[got.rows].all()
+    assert got.rows.shape == (len(queries), min(K, eligible)) and mask[got.rows].all()
+    assert recall(got.rows, Index(data).search(queries, K, mask=mask).rows) >= (1.0 if eligible == 1 else 0.8)
 
 
 def test_exclude_drops_the_query_row(built, data):
