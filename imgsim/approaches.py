@@ -98,6 +98,10 @@ class Approach:
         """Makes the approach's model (if any) and store, redoing only what is stale."""
         raise NotImplementedError
 
+    def region_vectors(self, model, vectors: np.ndarray) -> np.ndarray:
+        """Maps region vectors (pretrained-feature space, ``(R, 1280)``) into this store's space."""
+        return vectors
+
     def evaluate(self, embeddings_of: Callable[[str], np.ndarray], labels: np.ndarray, k: int,
                  metric: str, curve_k: int = 0) -> dict[str, Any]:
         """Leave-one-out retrieval scores of this approach's store (see :mod:`imgsim.evaluate`).
@@ -240,6 +244,10 @@ class Tuned(Approach):
         except NotApplicableError as err:
             return str(err)
         return "not fitted yet for this catalogue"
+
+    def region_vectors(self, model, vectors):
+        """The tuned projection of the region vectors."""
+        return model.projection.apply(vectors)
 
     def evaluate(self, embeddings_of, labels, k, metric, curve_k=0):
         """Scored only on items whose labels were held out of the projection they are ranked in."""

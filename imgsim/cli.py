@@ -257,9 +257,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         try:
             rgb = decode_query(photo)
             for approach in approaches:
-                result = engine.search(rgb, approach, args.k, category=args.category, box=box)
+                result = engine.search(rgb, approach, args.k, category=args.category, box=box,
+                                       regions=args.regions)
                 answer["approaches"][approach] = {
-                    "label": result.label, "metric": result.metric,
+                    "label": result.label, "metric": result.metric, "regions": result.regions,
+                    "auto_box": list(result.auto_box) if result.auto_box else None,
                     "seconds": round(result.seconds, 4), "results": _result_rows(result)}
         except (ImageDecodeError, ValueError) as err:
             answer["error"] = str(err)
@@ -431,6 +433,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "(default pretrained)")
     p.add_argument("--box", help="search only this region of each photo: x0,y0,x1,y1 in pixels of the "
                                  "photo decoded with its longest side at most 1024")
+    p.add_argument("--regions", action=argparse.BooleanOptionalAction, default=None,
+                   help="region search: each item scores by its best region of the photo (whole photo, "
+                        "windows, automatic product boxes); finds a product photographed in a scene. "
+                        "Default: on where the approach supports it")
     p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
     p.add_argument("--category", help="only items of this category")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -47,6 +47,8 @@ class SearchResult:
             bytes or a path), embedding and search.
         search_seconds: Wall time of the search step alone.
         label: The approach's display label, naming the model that answered.
+        auto_box: With region search, the automatic product box found in the query's pixels.
+        regions: How many query vectors were searched (1 without region search).
     """
 
     approach: str
@@ -56,6 +58,8 @@ class SearchResult:
     seconds: float
     search_seconds: float
     label: str = ""
+    auto_box: tuple[int, int, int, int] | None = None
+    regions: int = 1
 
     @property
     def ids(self) -> list[str]:
@@ -172,6 +176,8 @@ class Engine:
         self.version = artifact_version(catalog)
         self.backend = read_backend(catalog)
         self._milvus = None
+        self._embedders: dict[str, Any] = {}
+        self._no_regions: dict[str, str] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Engine:
@@ -310,6 +316,10 @@ class Engine:
         for approach in self.approaches():
             model = self.model(approach)
             model.embed(np.zeros((1, model.image_size, model.image_size, 3), np.uint8))
+            embedder = self.region_embedder(approach)
+            if embedder is not None:
+                embedder.warm_up() if hasattr(embedder, "warm_up") else embedder.embed(
+                    np.full((768, 1024, 3), 128, np.uint8))
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -338,6 +348,7 @@ class Engine:
         exclude_id: str | None = None,
         metric: str | None = None,
         box: tuple[int, int, int, int] | None = None,
+        regions: bool | None = None,
     ) -> SearchResult:
         """The ``k`` catalogue items most similar to ``image``.
 
@@ -350,6 +361,10 @@ class Engine:
             metric: Override the store's metric (``cosine`` or ``euclidean``).
             box: Search with this region of the image only: ``(x0, y0, x1, y1)`` in the pixels of
                 the decoded image (see :func:`decode_query`).
+            regions: Region search (see :mod:`imgsim.regions`): the photo becomes a few region
+                vectors (the whole photo, grid windows and automatic product boxes) and each item
+                scores by its best region, which finds a product photographed in a scene. ``None``
+                (default) turns it on where the approach supports it; ignored with ``box``.
 
         Raises:
             imgsim.images.ImageDecodeError: The image cannot be decoded.
@@ -364,8 +379,95 @@ class Engine:
         if box is not None:
             rgb = crop(rgb, box)
         square = to_square(rgb, model.image_size)
-        vector = model.embed(square[None])[0]
-        return self._search_vector(approach, vector, square, k, category, exclude_id, metric, started)
+        embedder = self.region_embedder(approach) if box is None and regions is not False else None
+        if embedder is None:
+            if regions and box is None:
+                raise ValueError(f"region search is not available for {approach}: {self._no_regions[approach]}")
+            vector = model.embed(square[None])[0]
+            return self._search_vector(approach, vector, square, k, category, exclude_id, metric, started)
+        query = embedder.embed(rgb)
+        vectors = approaches_mod.get(approach).region_vectors(model, query.vectors)
+        result = self._search_regions(approach, vectors, query, square, k, category, exclude_id, metric, started)
+        return result
+
+    def region_embedder(self, approach: str):
+        """The :class:`imgsim.regions.RegionEmbedder` for ``approach``, or None where it has none.
+
+        Regions need features pooled like the store's: an approach that supports them, and a
+        pretrained store with plain average pooling (GeM or flip stores are searched whole).
+        """
+        from imgsim.regions import RegionConfig, RegionEmbedder
+
+        with self._lock:
+            if approach in self._embedders:
+                return self._embedders[approach]
+            why = None
+            if not approaches_mod.get(approach).supports_regions:
+                why = "its vectors are not CNN features that can be pooled over regions"
+            else:
+                base = self.store(PRETRAINED if PRETRAINED in self.approaches() else approach).manifest
+                if base.get("options") != {"pooling": "avg", "flip": False}:
+                    why = f"the store was built with pooling options {base.get('options')}"
+                elif not base.get("model", "").startswith("efficientnet_lite"):
+                    why = f"{base.get('model')} has no feature map to pool regions from"
+            embedder = None
+            if why is None:
+                model_name = self.store(PRETRAINED).manifest["model"] if PRETRAINED in self.approaches() \
+                    else "efficientnet_lite0"
+                shared = next((e for e in self._embedders.values()
+                               if e is not None and e.extractor_name == model_name), None)
+                embedder = shared or RegionEmbedder(model_name, RegionConfig())
+            self._no_regions[approach] = why or ""
+            self._embedders[approach] = embedder
+            return embedder
+
+    def _search_regions(self, approach: str, vectors: np.ndarray, query, square: np.ndarray, k: int,
+                        category: str | None, exclude_id: str | None, metric: str | None,
+                        started: float) -> SearchResult:
+        """Each item scored by its best region; any index (exact, HNSW, Milvus) answers it.
+
+        Exact search scores all regions in one product; an approximate backend is asked for each
+        region's top ``k`` and the lists are merged by best score, which gives the same top ``k``
+        as the exact max (an item in the overall top k is in its best region's top k).
+        """
+        from imgsim.regions import search_regions
+
+        t0 = time.perf_counter()
+        index = self.index(approach, metric)
+        exclude = None
+        if exclude_id is not None:
+            matches = np.flatnonzero(self.items["id"].to_numpy() == exclude_id)
+            exclude = [int(matches[0]) if len(matches) else -1]
+        if isinstance(index, Index) and not self._uses_milvus(approach):
+            hits = search_regions(index, vectors, k, mask=self._mask(category), exclude=exclude,
+                                  kinds=query.kinds)
+            rows, scores, metric_name = hits.rows[0], hits.scores[0], index.metric.value
+        else:
+            rows, scores, metric_name = self._merge_region_hits(approach, index, vectors, k, category,
+                                                                exclude, exclude_id)
+        search_seconds = time.perf_counter() - t0
+        result = SearchResult(approach, self._hits_frame(rows, scores), square, metric_name,
+                              time.perf_counter() - started, search_seconds, self.label(approach))
+        result.auto_box = query.auto_box
+        result.regions = len(vectors)
+        return result
+
+    def _merge_region_hits(self, approach, index, vectors, k, category, exclude, exclude_id):
+        best: dict[int, float] = {}
+        metric_name = self.store(approach).manifest.get("metric", "cosine")
+        higher = metric_name == "cosine"
+        for vector in vectors:
+            if self._uses_milvus(approach):
+                rows, scores = self._milvus_search(approach, vector, k, category, exclude_id)
+            else:
+                hits = index.search(vector[None], k, mask=self._mask(category), exclude=exclude)
+                rows, scores = hits.rows[0], hits.scores[0]
+            for row, score in zip(rows.tolist(), scores.tolist()):
+                if row not in best or (score > best[row] if higher else score < best[row]):
+                    best[row] = score
+        order = sorted(best.items(), key=lambda rs: ((-rs[1] if higher else rs[1]), rs[0]))[:k]
+        rows = np.array([r for r, _ in order], dtype=np.int64)
+        return rows, np.array([s for _, s in order], dtype=np.float32), metric_name
 
     def search_item(self, row: int, approach: str = PRETRAINED, k: int = 10, *,
                     category: str | None = None, metric: str | None = None) -> SearchResult:

@@ -117,3 +117,30 @@ def test_k_must_be_positive_and_help_documents_imports():
 def test_importing_imgsim_leaves_streamlit_out():
     code = "import sys, imgsim, imgsim.engine, imgsim.build, imgsim.cli; print('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_region_search_and_a_box_through_the_engine(engine, shop_dir):
+    """Plumbing: regions on by default for CNN features, off on request, refused for the latent;
+    a user's box searches with that crop only. (The quality oracle, a real photo pasted into a
+    scene, is in test_regions.py; these flat-colour toys are no test of it.)"""
+    from PIL import Image
+
+    from imgsim.regions import search_regions
+
+    rng = np.random.default_rng(3)
+    canvas = np.clip(rng.normal(150, 40, (600, 800, 3)), 0, 255).astype(np.uint8)
+    item = np.asarray(Image.open(shop_dir / "greens" / "green_3.png").convert("RGB").resize((200, 240)))
+    canvas[180:420, 300:500] = item
+    result = engine.search(canvas, "pretrained", k=3)
+    assert result.regions > 1 and result.auto_box is not None
+    x0, y0, x1, y1 = result.auto_box
+    assert 0 <= x0 < x1 <= 800 and 0 <= y0 < y1 <= 600
+    query = engine.region_embedder("pretrained").embed(canvas)
+    expected = search_regions(engine.index("pretrained"), query.vectors, 3, kinds=query.kinds)
+    assert result.items["row"].tolist() == expected.rows[0].tolist()
+    whole = engine.search(canvas, "pretrained", k=3, regions=False)
+    assert whole.regions == 1 and whole.auto_box is None
+    with pytest.raises(ValueError, match="region search is not available for autoencoder"):
+        engine.search(canvas, "autoencoder", k=3, regions=True)
+    boxed = engine.search(canvas, "pretrained", k=1, box=(300, 180, 500, 420))
+    assert boxed.items["category"].iloc[0] == "greens" and boxed.regions == 1
