@@ -31,7 +31,9 @@ def search_page() -> None:
     with right:
         st.subheader(f"{len(result.items)} most similar")
         st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
-                   f"(search {result.search_seconds * 1000:.1f} ms)")
+                   f"(search {result.search_seconds * 1000:.1f} ms)"
+                   + (" · searched with your box" if query.box else ""))
+    shared.crop_box_editor(query, result, "search")
     shared.result_grid(engine, result, key="search")
 
 

@@ -432,7 +432,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(approaches_mod.names())}, a comma-separated list, or 'all' "
                         "(default pretrained)")
     p.add_argument("--box", help="search only this region of each photo: x0,y0,x1,y1 in pixels of the "
-                                 "photo decoded with its longest side at most 1024")
+                                 "photo decoded with its longest side at most 448")
     p.add_argument("--regions", action=argparse.BooleanOptionalAction, default=None,
                    help="region search: each item scores by its best region of the photo (whole photo, "
                         "windows, automatic product boxes); finds a product photographed in a scene. "

@@ -20,6 +20,7 @@ if engine is not None:
         first = next(iter(results.values()), None)
         if first is not None:
             shared.show_query(query, first)
+        shared.crop_box_editor(query, first, "compare")
         id_sets = [set(r.ids) for r in results.values()]
         shared_ids = set.intersection(*id_sets) if id_sets else set()
         st.markdown(f"**{len(shared_ids)} of {k}** results are shared by all approaches.")

@@ -167,6 +167,9 @@ def sidebar_search_options(engine: imgsim.Engine) -> None:
         st.sidebar.radio("Approach", available, format_func=engine.label, **remembered("approach", available[0]),
                          help="Used on the Search page; Compare shows them all.")
     st.sidebar.slider("Results (k)", 1, MAX_K, **remembered("k", 8))
+    st.sidebar.toggle("Find the product in the photo", **remembered("regions", True),
+                      help="Region search: the photo's regions and an automatic product box are searched "
+                           "too, so a product photographed in a scene is found. Off: the whole photo only.")
     categories = ["All categories", *engine.categories()]
     if st.session_state.get("category") not in categories:
         st.session_state["category"] = categories[0]
@@ -270,16 +273,83 @@ def run_query(engine: imgsim.Engine, query: Query, approach: str, k: int,
     try:
         if query.kind == "item":
             return engine.search_item(query.row, approach, k, category=category)
-        return engine.search(query.rgb, approach, k, category=category, box=query.box)
+        regions = None if st.session_state.get("regions", True) else False
+        return engine.search(query.rgb, approach, k, category=category, box=query.box, regions=regions)
     except (ValueError, imgsim.ArtifactError) as err:
         st.error(str(err))
         return None
 
 
 def show_query(query: Query, result: imgsim.SearchResult | None) -> None:
-    """The query as the model sees it (orientation fixed, cropped, padded and resized)."""
-    if result is not None:
+    """The query as the model sees it (orientation fixed, cropped, padded and resized).
+
+    For a photo searched by regions, the photo itself with the automatic product box drawn on it.
+    """
+    if result is None:
+        return
+    if query.kind == "image" and result.auto_box is not None and query.box is None:
+        st.image(with_box(query.rgb, result.auto_box), width=220,
+                 caption=f"{query.name} — the product box found automatically ({result.regions} regions searched)")
+    else:
         st.image(result.query_image, caption=f"{query.name} — as the model sees it", width=160)
+
+
+def with_box(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A copy of ``rgb`` with ``box`` drawn on it (for showing where the product was found)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(rgb)
+    width = max(2, round(max(im.size) / 150))
+    ImageDraw.Draw(im).rectangle(box, outline=(47, 111, 222), width=width)
+    return np.asarray(im)
+
+
+#: Longest side of the crop editor's picture: fits a phone screen (390 px) with its margins.
+CROP_EDITOR_SIDE = 340
+
+
+def crop_box_editor(query: Query, result: imgsim.SearchResult | None, page: str) -> None:
+    """Lets the user draw or adjust a box around the product and search with that region only.
+
+    The automatic box is where the box starts. The box is kept in the query (session state), so
+    it survives page changes; "Search the whole photo" drops it.
+    """
+    if query.kind != "image":
+        return
+    if not st.toggle("Adjust the product box", key=f"crop-{page}",
+                     help="Draw a box around the product to search with that part of the photo only"):
+        if query.box is not None and st.button("Search the whole photo", key=f"uncrop-{page}"):
+            st.session_state["query"] = dataclasses.replace(query, box=None)
+            st.rerun()
+        return
+    from PIL import Image
+    from streamlit_cropper import st_cropper
+
+    h, w = query.rgb.shape[:2]
+    scale = CROP_EDITOR_SIDE / max(h, w)
+    shown = Image.fromarray(query.rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))))
+    start = query.box or (result.auto_box if result is not None else None) or (w // 5, h // 5, 4 * w // 5, 4 * h // 5)
+    x0, y0, x1, y1 = (round(v * scale) for v in start)
+    rect = st_cropper(shown, realtime_update=False, default_coords=(x0, x1, y0, y1), box_color="#2f6fde",
+                      return_type="box", should_resize_image=False, key=f"cropper-{page}-{id(query.rgb)}")
+    st.caption("Drag the box or its corners, then double-click it to search with that part of the photo.")
+    box = box_from_editor(rect, scale, (w, h))
+    slack = 1 + 1 / scale  # one shown pixel either way is the editor's rounding, not a change
+    if box is not None and (query.box is None or max(abs(a - b) for a, b in zip(box, query.box)) > slack):
+        st.session_state["query"] = dataclasses.replace(query, box=box)
+        st.rerun()
+
+
+def box_from_editor(rect: dict | None, scale: float, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The editor's ``{left, top, width, height}`` (shown pixels) as a box in the photo's pixels."""
+    if not rect or rect.get("width", 0) < 2 or rect.get("height", 0) < 2:
+        return None
+    w, h = size
+    x0 = max(0, min(w - 2, round(rect["left"] / scale)))
+    y0 = max(0, min(h - 2, round(rect["top"] / scale)))
+    x1 = max(x0 + 2, min(w, round((rect["left"] + rect["width"]) / scale)))
+    y1 = max(y0 + 2, min(h, round((rect["top"] + rect["height"]) / scale)))
+    return (x0, y0, x1, y1)
 
 
 def result_grid(engine: imgsim.Engine, result: imgsim.SearchResult, key: str, columns: int = 4) -> None:

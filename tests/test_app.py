@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 from conftest import REPO, jpeg_bytes, solid
 from streamlit.testing.v1 import AppTest
@@ -18,7 +19,7 @@ def app(built_catalog, _data_dir):
 
 
 def result_images(at):
-    return [img for img in at.image if "as the model sees it" not in " ".join(img.captions)]
+    return [img for img in at.image if not "".join(img.captions).strip()]  # the query has a caption
 
 
 def test_search_page_upload_approach_and_k(app):
@@ -82,6 +83,29 @@ def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, built_catal
     app.sidebar.selectbox[0].set_value("other").run()
     assert not app.exception
     assert "query" not in app.session_state and len(result_images(app)) >= 3
+
+
+def test_a_crop_box_is_kept_with_the_query_and_can_be_dropped(app):
+    """The box editor starts from the automatic box; the search then uses that region only."""
+    from conftest import jpeg_bytes as jpeg
+
+    scene = np.full((300, 400, 3), 90, np.uint8)
+    scene[100:200, 150:250] = (30, 50, 210)
+    app.file_uploader[0].set_value(("scene.jpg", jpeg(scene), "image/jpeg")).run()
+    assert not app.exception and len(result_images(app)) == 8
+    app.toggle(key="crop-search").set_value(True).run()
+    assert not app.exception
+    box = app.session_state["query"].box
+    assert box is not None and 0 <= box[0] < box[2] <= 400 and 0 <= box[1] < box[3] <= 300
+    assert any("searched with your box" in c.value for c in app.caption)
+    app.switch_page("pages/compare.py").run()  # the box travels with the query
+    assert not app.exception and app.session_state["query"].box == box
+    app.switch_page("streamlit_app.py").run()
+    app.toggle(key="crop-search").set_value(False).run()
+    app.button(key="uncrop-search").click().run()
+    assert app.session_state["query"].box is None
+    app.sidebar.toggle(key="regions-picker").set_value(False).run()
+    assert not app.exception and len(result_images(app)) == 8
 
 
 def test_compare_page_shows_both_columns_with_precision(app):

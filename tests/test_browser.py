@@ -143,4 +143,25 @@ def test_phone_width_layout(server, browser, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than a phone
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "phone.png"))
+
+    # The crop box: it opens on the photo, fits the phone, and a moved box is searched with.
+    page.get_by_text("Adjust the product box").click()
+    frame = page.frame_locator("iframe[title*='streamlit_cropper']")
+    canvas = frame.locator("canvas").last
+    canvas.wait_for(timeout=60_000)
+    wait_idle(page)
+    page.get_by_text("searched with your box").first.wait_for(timeout=60_000)
+    count_results(page, 8)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 20, cy + 15, steps=5)
+    page.mouse.up()
+    page.mouse.dblclick(cx + 20, cy + 15)
+    wait_idle(page)
+    count_results(page, 8)
+    assert page.locator("text=Traceback").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "phone-crop.png"))
     page.close()
