@@ -14,6 +14,8 @@ then reports, with cosine search over the latent space:
 - for simulated phone photos of subset items (:func:`imgsim.phonesim.simulate_photo` at full
   size, JPEG-encoded, then decoded and made square exactly like a query): instance recall@1 and
   @10 of the photographed item and label precision@10;
+- the same for the latent of the studio image the model imagines for each photo (the photo's
+  reconstruction, encoded again);
 - training time with the load average.
 
 The photos are cached (as the model's input squares) in ``--work`` so every mode is measured on
@@ -92,22 +94,45 @@ def load_subset(data: Path, n: int, seed: int, size: int, label: str, work: Path
     return paths, table[label].to_numpy(str), squares
 
 
+def _crop_square(rgb: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float = 0.1) -> np.ndarray:
+    """``box`` of ``rgb`` grown by ``margin`` of its size on each side, padded square, resized."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    x0, y0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
+    x1, y1 = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+    return to_square(np.ascontiguousarray(rgb[y0:y1, x0:x1]), size)
+
+
 def phone_squares(paths: list[Path], n: int, seed: int, photo_size: tuple[int, int], size: int,
-                  work: Path) -> tuple[np.ndarray, np.ndarray]:
+                  work: Path, auto_box: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Simulated phone photos of ``n`` seeded subset items, as query squares: ``(rows, squares)``.
 
     Each photo is made at ``photo_size`` (portrait and landscape alternate), JPEG-encoded, then
-    decoded at twice the model's side and padded to a square, as the engine does with a query.
+    decoded and made square as the engine does with a query. ``squares`` holds, per query mode:
+    ``whole`` (the whole photo padded square, today's query), ``true_box`` (the product's true
+    box plus 10% margin: what a user's crop box gives at best) and, when the region module's
+    extractor loads, ``auto_box`` (:func:`imgsim.regions.product_box`, contrast method, the
+    box the app proposes).
     """
     from imgsim.phonesim import product_mask, simulate_photo
 
-    cache = work / f"phone-{len(paths)}-{n}-{seed}-{photo_size[0]}x{photo_size[1]}-{size}.npz"
+    cache = work / f"phone2-{len(paths)}-{n}-{seed}-{photo_size[0]}x{photo_size[1]}-{size}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as npz:
-            return npz["rows"], npz["squares"]
+            return npz["rows"], {k[len("sq_"):]: npz[k] for k in npz.files if k.startswith("sq_")}
+    embedder = None
+    if auto_box:
+        try:
+            from imgsim.regions import RegionConfig, RegionEmbedder
+
+            embedder = RegionEmbedder(config=RegionConfig())
+        except Exception as err:  # noqa: BLE001 - a benchmark reports what it could not measure
+            print(f"no auto box: {type(err).__name__}: {err}")
     rng = np.random.default_rng([seed, 7])
     rows = np.sort(rng.choice(len(paths), min(n, len(paths)), replace=False))
-    squares = np.zeros((len(rows), size, size, 3), np.uint8)
+    squares = {k: np.zeros((len(rows), size, size, 3), np.uint8)
+               for k in ("whole", "true_box", *(("auto_box",) if embedder else ()))}
     t = time.perf_counter()
     for j, row in enumerate(rows):
         product = decode_image(paths[row])
@@ -115,10 +140,17 @@ def phone_squares(paths: list[Path], n: int, seed: int, photo_size: tuple[int, i
         shape = photo_size if j % 2 else photo_size[::-1]
         shot = simulate_photo(rgba, np.random.default_rng([seed, 8, int(row)]), size=shape)
         data = encode_jpeg(shot.rgb, quality=90)
-        squares[j] = to_square(decode_image(data, max_side=2 * size), size)
+        small = decode_image(data, max_side=2 * size)
+        squares["whole"][j] = to_square(small, size)
+        scale = small.shape[1] / shape[0]
+        squares["true_box"][j] = _crop_square(small, tuple(v * scale for v in shot.box), size)
+        if embedder is not None:
+            rgb = decode_image(data, max_side=embedder.decode_side)
+            box = embedder.embed(rgb).auto_box or (0, 0, rgb.shape[1], rgb.shape[0])
+            squares["auto_box"][j] = _crop_square(rgb, box, size, margin=0.0)
     print(f"made {len(rows)} phone photos at {photo_size[0]}x{photo_size[1]} in {time.perf_counter() - t:.0f} s",
           flush=True)
-    np.savez(cache, rows=rows, squares=squares)
+    np.savez(cache, rows=rows, **{f"sq_{k}": v for k, v in squares.items()})
     return rows, squares
 
 
@@ -142,12 +174,13 @@ def phone(args: argparse.Namespace) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     paths, labels, squares = load_subset(args.data, args.items, args.seed, args.size, args.label, args.work)
     config = AutoencoderConfig(image_size=args.size, epochs=args.epochs, mode=args.mode,
-                               clean_fraction=args.clean_fraction, seed=args.seed)
-    model_dir = args.work / f"model-{args.mode}-{len(paths)}-{args.epochs}-{args.clean_fraction}-{args.seed}"
+                               clean_fraction=args.clean_fraction, box_fraction=args.box_fraction, seed=args.seed)
+    model_dir = args.work / (f"model-{args.mode}-{len(paths)}-{args.epochs}-{args.clean_fraction}-{args.seed}"
+                             + (f"-box{args.box_fraction}" if args.box_fraction else ""))
     report: dict = {"mode": args.mode, "items": len(paths), "size": args.size, "config": config.as_dict()}
     try:
         model = Autoencoder.load(model_dir)
-        if model.manifest["config"] != config.as_dict():
+        if AutoencoderConfig(**model.manifest["config"]) != config:  # fields added since default
             raise ValueError("another configuration")
         print(f"reusing {model_dir}")
     except (OSError, ValueError, RuntimeError):
@@ -165,8 +198,12 @@ def phone(args: argparse.Namespace) -> None:
     report["catalog"] = {"precision@10": evaluate_embeddings(catalog, labels, 10, "cosine")["precision@10"],
                          "chance": chance_precision(labels)}
     rows, queries = phone_squares(paths, args.photos, args.seed, args.photo_size, args.size, args.work)
-    report["phone"] = phone_metrics(catalog, model.embed(queries), rows, labels)
-    report["phone"]["photos"] = len(rows)
+    report["phone"] = {"photos": len(rows)}
+    for kind, squares_of_kind in queries.items():
+        report["phone"][kind] = phone_metrics(catalog, model.embed(squares_of_kind), rows, labels)
+        # The latent of the studio image the model imagines: encode its reconstruction again.
+        imagined = (model.reconstruct(squares_of_kind) * 255 + 0.5).astype(np.uint8)
+        report["phone"][f"{kind} (re-encoded)"] = phone_metrics(catalog, model.embed(imagined), rows, labels)
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
@@ -190,6 +227,7 @@ def main() -> None:
     phone_args.add_argument("--photo-size", default="4000x3000", help="phone photo width x height")
     phone_args.add_argument("--epochs", type=int, default=30)
     phone_args.add_argument("--clean-fraction", type=float, default=AutoencoderConfig.clean_fraction)
+    phone_args.add_argument("--box-fraction", type=float, default=AutoencoderConfig.box_fraction)
     phone_args.add_argument("--seed", type=int, default=1337)
     phone_args.add_argument("--work", type=Path, default=Path("/tmp/imgsim-bench-autoencoder"))
     phone_args.add_argument("--verbose", type=int, default=0)

@@ -70,6 +70,13 @@ class Mode(enum.StrEnum):
     simulated phone photo of it (:mod:`imgsim.phonesim`: cut out, tilted, relit, on a random
     scene), so the latent learns to ignore the scene; a share of inputs stays clean so
     catalogue photos still map to themselves.
+
+    ``robust`` is the default, by ``benchmarks/autoencoder.py --phone`` (3,000 myntra_eval items,
+    64 px, 20 epochs, 200 simulated 12 MP photos): with half the composites cropped to the
+    product's box, a photo cropped to the app's automatic box finds its product in the top 10
+    0.245 of the time (plain: 0.04) with label precision@10 0.353 (plain: 0.114); for the
+    catalogue's own photos precision@10 falls from 0.616 to 0.585, and reconstructions of
+    catalogue images are blurrier (MSE 0.016 against 0.006).
     """
 
     PLAIN = "plain"
@@ -92,10 +99,13 @@ class AutoencoderConfig:
         validation_split: Fraction of items held out for validation.
         patience: Epochs without validation improvement before stopping.
         seed: Seeds the split, shuffling, weight initialisation and (robust) the composites.
-        mode: ``plain`` (image -> itself) or ``robust`` (phone-photo composite -> studio image).
+        mode: ``robust`` (default: phone-photo composite -> studio image) or ``plain`` (image ->
+            itself).
         clean_fraction: ``robust`` only: the share of inputs left as the clean catalogue image.
         composite_scale: ``robust`` only: composites are made with their longer side this many
             times ``image_size``, then made square and resized like a query photo.
+        box_fraction: ``robust`` only: the share of composites cropped to the product's box (with
+            a random margin), as a query cropped to the app's automatic or the user's box is.
     """
 
     variant: Variant = Variant.CONV
@@ -108,9 +118,10 @@ class AutoencoderConfig:
     validation_split: float = 0.1
     patience: int = 5
     seed: int = 1337
-    mode: Mode = Mode.PLAIN
+    mode: Mode = Mode.ROBUST
     clean_fraction: float = 0.25
     composite_scale: float = 1.5
+    box_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", Variant(self.variant))
@@ -135,6 +146,8 @@ class AutoencoderConfig:
             raise ValueError(
                 f"`clean_fraction` must be in [0, 1). Received: clean_fraction={self.clean_fraction}"
             )
+        if not 0.0 <= self.box_fraction <= 1.0:
+            raise ValueError(f"`box_fraction` must be in [0, 1]. Received: box_fraction={self.box_fraction}")
         if not 1.0 <= self.composite_scale <= 4.0:
             raise ValueError(
                 f"`composite_scale` must be in [1, 4]. Received: composite_scale={self.composite_scale}"
@@ -274,7 +287,10 @@ class Autoencoder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Latent vectors: ``(N, S, S, 3)`` uint8 -> ``(N, latent_dim)`` float32."""
-        return np.asarray(self.encoder.predict_on_batch(self._check(batch)), dtype=np.float32)
+        batch = self._check(batch)
+        if len(batch) == 0:  # BatchNorm cannot broadcast over an empty batch
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self.encoder.predict_on_batch(batch), dtype=np.float32)
 
     def reconstruct(self, batch: np.ndarray) -> np.ndarray:
         """Reconstructions: ``(N, S, S, 3)`` uint8 -> ``(N, S, S, 3)`` float32 in [0, 1]."""
@@ -504,8 +520,12 @@ class Compositor:
             self._masks[index] = np.dstack([self.images[index], alpha])
         return self._masks[index]
 
-    def photo(self, index: int, rng: np.random.Generator) -> np.ndarray:
-        """A simulated phone photo of image ``index`` as the model sees it: ``(S, S, 3)`` uint8."""
+    def photo(self, index: int, rng: np.random.Generator, box_fraction: float = 0.0) -> np.ndarray:
+        """A simulated phone photo of image ``index`` as the model sees it: ``(S, S, 3)`` uint8.
+
+        With probability ``box_fraction`` the photo is cropped to the product's box grown by a
+        random margin (0-30% of the box per side), as a query cropped to a box is.
+        """
         from imgsim.images import to_square
         from imgsim.phonesim import simulate_photo
 
@@ -517,14 +537,21 @@ class Compositor:
         if rng.random() < 0.5:
             scene = scene[:, ::-1]
         shot = simulate_photo(self._rgba(index), rng, size=(w, h), scene=np.ascontiguousarray(scene))
-        return to_square(shot.rgb, self.size)
+        rgb = shot.rgb
+        if box_fraction and rng.random() < box_fraction:
+            x0, y0, x1, y1 = shot.box
+            mx, my = rng.uniform(0.0, 0.3, 2) * (x1 - x0, y1 - y0)
+            rgb = rgb[max(0, int(y0 - my)):min(h, int(np.ceil(y1 + my))),
+                      max(0, int(x0 - mx)):min(w, int(np.ceil(x1 + mx)))]
+        return to_square(np.ascontiguousarray(rgb), self.size)
 
-    def inputs(self, indices: np.ndarray, rng: np.random.Generator, clean_fraction: float) -> np.ndarray:
+    def inputs(self, indices: np.ndarray, rng: np.random.Generator, clean_fraction: float,
+               box_fraction: float = 0.0) -> np.ndarray:
         """Inputs for images ``indices``: each a composite, or with ``clean_fraction`` itself."""
         out = self.images[indices].copy()
         for j, index in enumerate(indices):
             if rng.random() >= clean_fraction:
-                out[j] = self.photo(int(index), rng)
+                out[j] = self.photo(int(index), rng, box_fraction)
         return out
 
 
@@ -584,10 +611,10 @@ def train(
         val_compositor = Compositor(val_x, config.seed, config.composite_scale, compositor.scenes)
 
         def make_inputs(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return compositor.inputs(rows, rng, config.clean_fraction)
+            return compositor.inputs(rows, rng, config.clean_fraction, config.box_fraction)
 
         val_inputs = val_compositor.inputs(np.arange(len(val_x)), np.random.default_rng([config.seed, 1]),
-                                           config.clean_fraction)
+                                           config.clean_fraction, config.box_fraction)
     else:
         def make_inputs(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return train_x[rows]
