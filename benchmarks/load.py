@@ -44,6 +44,8 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 UPLOAD = "[data-testid='stFileUploaderDropzoneInput']"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Screenshots of sessions that timed out.
+SHOTS = Path(tempfile.gettempdir()) / "imgsim-load-timeouts"
 
 
 def free_port() -> int:
@@ -205,20 +207,32 @@ async def fresh(page, url: str, timeout_ms: int, lean: bool = False) -> None:
     await page.wait_for_selector(IDLE, timeout=timeout_ms)
 
 
-async def one_search(page, photo: Path, k: int, timeout_ms: int) -> dict:
-    """Uploads ``photo``; seconds until the query and ``k`` result images are all decoded."""
+async def one_search(page, photo: Path, k: int, timeout_ms: int, shots: Path | None = None) -> dict:
+    """Uploads ``photo``; seconds until the query and ``k`` result images are all decoded.
+
+    A session that times out is recorded with ``seconds`` = the timeout and ``failed`` = True
+    (and a screenshot in ``shots``), so one stuck page does not lose the round.
+    """
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     t0 = time.perf_counter()
     await page.set_input_files(UPLOAD, str(photo))
-    await page.wait_for_function(
+    try:
+        await page.wait_for_function(
         """([k, name]) => {
              const imgs = [...document.querySelectorAll("[data-testid='stImage'] img")];
              return imgs.length >= k + 1 && imgs.every(i => i.complete && i.naturalWidth > 0)
                     && document.body.innerText.includes(name + " — ");  // the query's caption
            }""", arg=[k, photo.name], timeout=timeout_ms, polling=50)
+    except PlaywrightTimeout:
+        if shots is not None:
+            shots.mkdir(exist_ok=True)
+            await page.screenshot(path=str(shots / f"timeout-{photo.stem}.png"))
+        return {"seconds": time.perf_counter() - t0, "caption": "", "failed": True}
     seconds = time.perf_counter() - t0
     # The Search page's caption "<approach> · N ms (search M ms)": the engine's own time.
     captions = await page.get_by_text("(search ").all_inner_texts()
-    return {"seconds": seconds, "caption": captions[0].strip() if captions else ""}
+    return {"seconds": seconds, "caption": captions[0].strip() if captions else "", "failed": False}
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
@@ -244,23 +258,24 @@ async def run_rounds(browser, url: str, sessions: int, rounds: int, photos: list
             renice_browser(app_pid, browser_nice)
             load_before, (app0, browser0) = loadavg(), cpu_split(app_pid)
             t0 = time.perf_counter()
-            got = await asyncio.gather(*(one_search(p, photos[(r * sessions + i) % len(photos)], k, timeout_ms)
+            got = await asyncio.gather(*(one_search(p, photos[(r * sessions + i) % len(photos)], k, timeout_ms, SHOTS)
                                          for i, p in enumerate(pages)))
             wall = time.perf_counter() - t0
             app1, browser1 = cpu_split(app_pid)
             secs = [g["seconds"] for g in got]
             times += secs
             row = {"label": label, "round": r + 1, **summary(secs), "wall": wall, "app_cpu_s": app1 - app0,
-                   "browser_cpu_s": browser1 - browser0, "loadavg_before": load_before, "loadavg_after": loadavg(),
+                   "browser_cpu_s": browser1 - browser0, "failed": sum(g["failed"] for g in got), "loadavg_before": load_before, "loadavg_after": loadavg(),
                    "captions": [g["caption"] for g in got]}
             rows.append(row)
             print(f"{label} round {r + 1}: p50 {row['p50']:.2f} s  p95 {row['p95']:.2f} s  max {row['max']:.2f} s  "
                   f"(wall {wall:.1f} s, app CPU {row['app_cpu_s']:.1f} s, browser CPU {row['browser_cpu_s']:.1f} s, "
-                  f"load {load_before} -> {row['loadavg_after']})  e.g. {got[0]['caption']!r}", flush=True)
+                  f"load {load_before} -> {row['loadavg_after']}, {row['failed']} timed out)  e.g. {got[0]['caption']!r}", flush=True)
     finally:
         for c in contexts:
             await c.close()
-    return {"label": label, "sessions": sessions, **summary(times), "rounds": rows}
+    return {"label": label, "sessions": sessions, **summary(times), "failed": sum(r["failed"] for r in rows),
+            "rounds": rows}
 
 
 async def main_async(args: argparse.Namespace) -> dict:
@@ -325,9 +340,9 @@ def main() -> None:
     if args.sessions < 1 or args.rounds < 1 or args.baseline_rounds < 0:
         parser.error("--sessions and --rounds must be >= 1, --baseline-rounds >= 0")
     results = asyncio.run(main_async(args))
-    print("\n| run | searches | p50 s | p95 s | max s |\n|---|---|---|---|---|")
+    print("\n| run | searches | timed out | p50 s | p95 s | max s |\n|---|---|---|---|---|---|")
     for r in results.values():
-        print(f"| {r['label']} | {r['n']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} |")
+        print(f"| {r['label']} | {r['n']} | {r['failed']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
