@@ -73,7 +73,7 @@ def _autoencoder_config(args: argparse.Namespace):
     from imgsim.autoencoder import AutoencoderConfig
 
     values = {"variant": args.variant, "image_size": args.image_size,
-              "latent_dim": args.latent_dim, "epochs": args.epochs}
+              "latent_dim": args.latent_dim, "epochs": args.epochs, "mode": args.mode}
     return AutoencoderConfig(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -82,6 +82,9 @@ def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_positive_int, help="autoencoder input side (default 64)")
     p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128 for conv, 16 for seed as in the article)")
     p.add_argument("--epochs", type=_positive_int, help="most autoencoder epochs (default 30, early stopping)")
+    p.add_argument("--mode", choices=["robust", "plain"],
+                   help="autoencoder training: robust (default) learns the studio image from simulated phone "
+                        "photos of it, so its latent ignores the scene; plain learns each image from itself")
 
 
 def _print_summary(catalog) -> None:

@@ -49,15 +49,20 @@ if engine is not None:
             elif query.kind == "item":
                 rows = [query.row]
 
-        def show(recon, title: str, studio_caption: str = "reconstruction") -> None:
+        def show(recon, title: str, photo: bool = False) -> None:
+            cols = st.columns(3)
+            if photo:  # the difference from a scene is no error: the model is meant to drop the scene
+                st.markdown(f"**{shared.plain(title)}**")
+                cols[0].image(recon.original, caption="your photo, cropped to the product box", width="stretch")
+                cols[1].image(recon.reconstruction, caption="the studio picture it imagines", width="stretch")
+                return
             st.markdown(f"**{shared.plain(title)}** · MSE {recon.mse:.4f} · PSNR {recon.psnr:.1f} dB")
             heat = (colormaps["magma"](np.clip(recon.error_map / 0.5, 0, 1))[..., :3] * 255).astype(np.uint8)
-            cols = st.columns(3)
             cols[0].image(recon.original, caption="input (as the model sees it)", width="stretch")
-            cols[1].image(recon.reconstruction, caption=studio_caption, width="stretch")
+            cols[1].image(recon.reconstruction, caption="reconstruction", width="stretch")
             cols[2].image(heat, caption="per-pixel difference (bright = larger)", width="stretch")
 
         for row in rows:
             show(engine.reconstruct(row=row), str(engine.items["name"].iloc[row]))
         if query is not None and query.kind == "image":
-            show(engine.reconstruct(query.rgb), query.name, "the studio picture it imagines")
+            show(engine.reconstruct(query.rgb, box=query.box), query.name, photo=True)

@@ -82,7 +82,7 @@ def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, built_catal
     assert not app.exception, app.exception
     app.sidebar.selectbox[0].set_value("other").run()
     assert not app.exception
-    assert "query" not in app.session_state and len(result_images(app)) >= 3
+    assert "query" not in app.session_state and len(app.image) >= 3
 
 
 def test_a_crop_box_is_kept_with_the_query_and_can_be_dropped(app):
