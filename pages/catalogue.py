@@ -46,13 +46,62 @@ if engine is not None:
                 st.markdown(f"**{shared.plain(str(status))}**: {len(group)}")
                 st.dataframe(group[["id", "message"]].head(5), hide_index=True)
 
+if engine is not None and engine.catalog.name in owned:
+    st.divider()
+    st.subheader(f"Change {engine.catalog.name}")
+    st.caption("Added items are embedded with the models as they are (nothing is retrained); an item "
+               "whose id is already there is updated. Removing drops rows; nothing is re-embedded.")
+    with st.form("add"):
+        added = st.file_uploader("Photos or a zip of photos to add", type=[*shared.UPLOAD_TYPES, "zip"],
+                                 accept_multiple_files=True, key="add-files")
+        if st.form_submit_button("Add"):
+            if not added:
+                st.error("Choose photos or a zip to add.")
+            elif sum(f.size for f in added) > MAX_ARCHIVE_BYTES:
+                st.error(f"Uploads up to {MAX_ARCHIVE_BYTES // 2**20} MB at a time are accepted.")
+            else:
+                folder = imgsim.data_dir() / "uploads" / uuid.uuid4().hex
+                folder.mkdir(parents=True)
+                paths = []
+                for i, upload_file in enumerate(added[:1000]):
+                    suffix = Path(upload_file.name).suffix.lower()
+                    target_file = folder / f"{i:04d}-{Path(upload_file.name).stem[:40]}{suffix}"
+                    target_file.write_bytes(upload_file.getvalue())
+                    paths.append(target_file)
+                zips = [p for p in paths if p.suffix == ".zip"]
+                try:
+                    with st.spinner("Adding and embedding the new items…"):
+                        if zips:
+                            for z in zips:
+                                changed, counts = imgsim.add_items(engine.catalog.root, str(z))
+                        images = [str(p) for p in paths if p.suffix != ".zip"]
+                        if images:
+                            changed, counts = imgsim.add_items(engine.catalog.root, images)
+                        imgsim.refresh(changed)
+                    st.success(f"{counts['added']} added, {counts['updated']} updated, "
+                               f"{counts['failed']} could not be imported.")
+                except (imgsim.SourceError, imgsim.ArtifactError, ValueError, OSError) as err:
+                    st.error(f"Nothing was added: {err}")
+    with st.form("remove"):
+        names = engine.items["name"].fillna("").astype(str).where(lambda n: n != "", engine.items["id"])
+        labels = dict(zip(engine.items["id"], names))
+        chosen = st.multiselect("Items to remove", list(labels)[:5000], format_func=lambda i: labels[i],
+                                key="remove-items")
+        if st.form_submit_button("Remove") and chosen:
+            try:
+                changed, removed = imgsim.remove_items(engine.catalog.root, chosen)
+                imgsim.refresh(changed)
+                st.success(f"{removed} removed.")
+            except (ValueError, imgsim.ArtifactError) as err:
+                st.error(str(err))
+
 st.divider()
 st.subheader("Import a catalogue")
 roots = imgsim.local_roots()
 st.caption("Upload a zip of images (sub-folders become categories) or a Flipkart-style CSV of image "
            "URLs. Each item that cannot be imported is listed with the reason; the rest are searchable.")
 with st.form("import"):
-    upload = st.file_uploader("A zip of images, or a CSV of image URLs", type=["zip", "csv"])
+    upload = st.file_uploader("A zip of images, or a CSV of image URLs", type=["zip", "csv"], key="import-file")
     source = ""
     if roots:
         source = st.text_input("…or a folder or CSV on this server",

@@ -124,6 +124,8 @@ def test_reconstructions_modes(app):
         assert len(app.image) >= 3
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, _data_dir):
     import io
     import zipfile
@@ -134,14 +136,24 @@ def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, _data_dir):
             archive.write(path, path.relative_to(shop_dir).as_posix())
     app.switch_page("pages/catalogue.py").run()
     assert len(app.text_input) == 1  # no server paths unless the operator lists IMGSIM_LOCAL_ROOTS
-    app.file_uploader[0].set_value(("shop2.zip", buf.getvalue(), "application/zip"))
+    app.file_uploader(key="import-file").set_value(("shop2.zip", buf.getvalue(), "application/zip"))
     app.text_input[0].set_value("uploaded")
     app.button[0].click().run(timeout=300)
     assert not app.exception and not app.error, (app.exception[0].proto if app.exception else app.error[0].value)
     assert any("uploaded" in s.value and "ready" in s.value for s in app.success)
     assert (_data_dir / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
+    # the session changes its own catalogue: add a photo, remove an item
+    app.run()
+    assert app.sidebar.selectbox[0].value == "uploaded"
+    app.file_uploader(key="add-files").set_value([("new.jpg", jpeg_bytes(solid((200, 200, 30), 64)), "image/jpeg")])
+    app.button[0].click().run(timeout=300)
+    assert not app.exception and any("1 added" in s.value for s in app.success)
+    first = app.multiselect(key="remove-items").options[0]
+    app.multiselect(key="remove-items").select(first)
+    app.button[1].click().run(timeout=300)
+    assert not app.exception and any("1 removed" in s.value for s in app.success)
     # the session may rebuild its own catalogue, but never the operator's
-    app.file_uploader[0].set_value(("shop2.zip", buf.getvalue(), "application/zip"))
+    app.file_uploader(key="import-file").set_value(("shop2.zip", buf.getvalue(), "application/zip"))
     app.text_input[0].set_value("shop")
     app.button[0].click().run()
     assert any("already exists" in e.value for e in app.error)
@@ -168,3 +180,17 @@ def test_pages_use_only_imgsim_public_api():
         assert not re.search(r"^\s*(from|import) imgsim\.", text, re.M), f"{path.name} imports below imgsim's facade"
         for name in set(re.findall(r"\bimgsim\.(\w+)", text)):
             assert name in imgsim.__all__, f"{path.name} uses imgsim.{name}, which is not public"
+
+
+def test_streamlit_does_not_clear_the_shared_keras_session(monkeypatch):
+    """Streamlit's per-run Keras clean-up emptied TensorFlow's kernel cache for every session
+    (about 85% of the app's CPU per search with 16 sessions, benchmarks/load.py)."""
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    import pages.shared  # noqa: F401  (installs the hook)
+
+    calls = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
+    script_runner._clean_problem_modules()
+    assert calls == []
