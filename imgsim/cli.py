@@ -56,6 +56,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="for folders: CSV joined on its `path` column (relative to the "
                                     "folder); its other columns become metadata")
     p.add_argument("--label-column", help="column copied into `label`, used by evaluation and `tuned`")
+    _add_download_args(p)
+
+
+def _add_download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=8, help="parallel downloads (default 8)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per download read (default 15)")
     p.add_argument("--retries", type=int, default=3, help="retries on 429, 5xx and connection errors")
@@ -388,10 +392,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="a folder, a .csv, a .zip, or image files")
     p.add_argument("--labels", help="for a folder: CSV joined on its `path` column")
     p.add_argument("--label-column", help="column copied into `label`")
-    p.add_argument("--workers", type=_positive_int, default=8, help="parallel downloads (default 8)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds per download read (default 15)")
-    p.add_argument("--retries", type=int, default=3, help="retries on 429, 5xx and connection errors")
-    p.add_argument("--max-mb", type=float, default=20.0, help="largest image to download, in MB")
+    _add_download_args(p)
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("remove", help="remove items from a catalogue by id",

@@ -24,7 +24,7 @@ from imgsim import approaches as approaches_mod
 from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
 from imgsim.artifacts import ArtifactError
 from imgsim.catalog import Catalog
-from imgsim.images import ImageSource, decode_image, to_square
+from imgsim.images import ImageSource, crop, decode_image, to_square
 from imgsim.search import Index, Metric
 from imgsim.store import Store
 
@@ -96,21 +96,6 @@ def decode_query(image: ImageSource) -> np.ndarray:
     Boxes given to ``search`` are in the pixels of this array.
     """
     return decode_image(image, max_side=QUERY_MAX_SIDE)
-
-
-def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The ``(x0, y0, x1, y1)`` region of ``rgb``, clipped to the image.
-
-    Raises:
-        ValueError: The box is empty or lies outside the image.
-    """
-    h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
-    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
-    return rgb[y0:y1, x0:x1]
 
 
 BACKEND_FILE = "backend.json"

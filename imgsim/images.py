@@ -456,3 +456,28 @@ def rasterize_svg(data: bytes, width: int, name: str = "the drawing") -> bytes:
         raise ImageDecodeError(
             f"{name}: the SVG could not be drawn ({type(err).__name__})"
         ) from err
+
+
+def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The ``(x0, y0, x1, y1)`` region of ``rgb``, clipped to the image.
+
+    Raises:
+        ValueError: The box covers less than 2x2 pixels inside the image.
+    """
+    x0, y0, x1, y1 = clip_box(box, rgb.shape[:2])
+    return rgb[y0:y1, x0:x1]
+
+
+def clip_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` rounded and clipped to an image of ``shape`` ``(H, W)``.
+
+    Raises:
+        ValueError: What is left covers less than 2x2 pixels.
+    """
+    h, w = shape
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
+    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
+    return x0, y0, x1, y1

@@ -27,7 +27,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from imgsim.images import to_square
+from imgsim.images import clip_box, to_square
 from imgsim.search import Hits, Index, Metric
 
 #: The CNN's total stride: one feature-map cell per 32x32 input pixels.
@@ -332,12 +332,7 @@ class RegionEmbedder:
             ValueError: The box covers less than 2x2 pixels of the image.
         """
         rgb = _check_rgb(rgb)
-        h, w = rgb.shape[:2]
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
-        y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
+        x0, y0, x1, y1 = clip_box(box, rgb.shape[:2])
         vector = self.embed_squares(to_square(rgb[y0:y1, x0:x1], self.image_size)[None])
         return RegionQuery(vector, np.asarray([(x0, y0, x1, y1)]), ("box",), None)
 
