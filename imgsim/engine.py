@@ -163,6 +163,7 @@ class Engine:
         self.backend = read_backend(catalog)
         self._milvus = None
         self._embedders: dict[str, Any] = {}
+        self._last_regions: tuple | None = None
         self._no_regions: dict[str, str] = {}
 
     @classmethod
@@ -374,7 +375,7 @@ class Engine:
                 square = to_square(crop(rgb, product), model.image_size)
             vector = model.embed(square[None])[0]
             return self._search_vector(approach, vector, square, k, category, exclude_id, metric, started)
-        query = embedder.embed(rgb)
+        query = self._region_query(embedder, rgb)
         vectors = approaches_mod.get(approach).region_vectors(model, query.vectors)
         result = self._search_regions(approach, vectors, query, square, k, category, exclude_id, metric, started)
         return result
@@ -419,7 +420,17 @@ class Engine:
         """
         embedder = next((self.region_embedder(a) for a in self.approaches()
                          if approaches_mod.get(a).supports_regions), None)
-        return embedder.embed(rgb).auto_box if embedder is not None else None
+        return self._region_query(embedder, rgb).auto_box if embedder is not None else None
+
+    def _region_query(self, embedder, rgb: np.ndarray):
+        """``embedder.embed(rgb)``, remembered for the same array: one photo searched by every
+        approach (Compare) is embedded once, not once per approach."""
+        cached = self._last_regions
+        if cached is not None and cached[0] is rgb and cached[1] is embedder:
+            return cached[2]
+        query = embedder.embed(rgb)
+        self._last_regions = (rgb, embedder, query)
+        return query
 
     def _search_regions(self, approach: str, vectors: np.ndarray, query, square: np.ndarray, k: int,
                         category: str | None, exclude_id: str | None, metric: str | None,
