@@ -40,10 +40,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsim.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train  # noqa: E402
+from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train  # noqa: E402
 from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
-from imgsim.features import _keras  # noqa: E402
-from imgsim.images import decode_image, encode_jpeg, load_square, to_square  # noqa: E402
+from imgsim.approaches.features import _keras  # noqa: E402
+from imgsim.ingest.images import decode_image, encode_jpeg, load_square, to_square  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 MYNTRA = DATA / "images"
@@ -112,7 +112,7 @@ def phone_squares(paths: list[Path], n: int, seed: int, photo_size: tuple[int, i
     decoded and made square as the engine does with a query. ``squares`` holds, per query mode:
     ``whole`` (the whole photo padded square, today's query), ``true_box`` (the product's true
     box plus 10% margin: what a user's crop box gives at best) and, when the region module's
-    extractor loads, ``auto_box`` (:func:`imgsim.regions.product_box`, contrast method, the
+    extractor loads, ``auto_box`` (:func:`imgsim.approaches.regions.product_box`, contrast method, the
     box the app proposes).
     """
     from imgsim.phonesim import product_mask, simulate_photo
@@ -124,7 +124,7 @@ def phone_squares(paths: list[Path], n: int, seed: int, photo_size: tuple[int, i
     embedder = None
     if auto_box:
         try:
-            from imgsim.regions import RegionConfig, RegionEmbedder
+            from imgsim.approaches.regions import RegionConfig, RegionEmbedder
 
             embedder = RegionEmbedder(config=RegionConfig())
         except Exception as err:  # noqa: BLE001 - a benchmark reports what it could not measure

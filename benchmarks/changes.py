@@ -43,9 +43,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imgsim import approaches as approaches_mod  # noqa: E402
-from imgsim.artifacts import read_manifest  # noqa: E402
+from imgsim.storage.artifacts import read_manifest  # noqa: E402
 from imgsim.build import BuildOptions, build, refresh  # noqa: E402
-from imgsim.catalog import Catalog, add_items, remove_items  # noqa: E402
+from imgsim.ingest.catalog import Catalog, add_items, remove_items  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 LABEL = "articleType"

@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsim.features import load_extractor  # noqa: E402
-from imgsim.images import encode_jpeg, load_square  # noqa: E402
-from imgsim.store import iter_batches  # noqa: E402
+from imgsim.approaches.features import load_extractor  # noqa: E402
+from imgsim.ingest.images import encode_jpeg, load_square  # noqa: E402
+from imgsim.storage.stores import iter_batches  # noqa: E402
 
 MYNTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval" / "images"
 

@@ -1,9 +1,9 @@
 """Milvus HNSW recall@10 and latency against exact search, for choosing M, efConstruction and ef.
 
-Exports vectors through :class:`imgsim.milvus.MilvusBackend` (Milvus Lite embedded, or a server
+Exports vectors through :class:`imgsim.index.milvus.MilvusBackend` (Milvus Lite embedded, or a server
 with ``--uri http://127.0.0.1:PORT``), then queries a fresh connection, so that the HNSW index is
 what answers (rows still in Milvus Lite's write buffer are searched exactly), and compares the
-top-10 ids with :class:`imgsim.search.Index`.
+top-10 ids with :class:`imgsim.index.exact.Index`.
 
 Data sets:
   * ``test``: 300 random unit vectors, 16-d, three categories (the shape of tests/test_milvus.py).
@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsim.milvus import KIND, MilvusBackend  # noqa: E402
-from imgsim.search import Index  # noqa: E402
+from imgsim.index.milvus import KIND, MilvusBackend  # noqa: E402
+from imgsim.index.exact import Index  # noqa: E402
 
 MYNTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval" / "images"
 
@@ -55,8 +55,8 @@ def real_embeddings(n_real: int, cache: Path | None) -> np.ndarray:
         real = np.load(cache, allow_pickle=False)
         if len(real) >= n_real:
             return real[:n_real]
-    from imgsim.features import load_extractor
-    from imgsim.images import load_square
+    from imgsim.approaches.features import load_extractor
+    from imgsim.ingest.images import load_square
 
     extractor = load_extractor()
     paths = sorted(MYNTRA.glob("*.jpg"))[:n_real]

@@ -13,7 +13,7 @@ precision@10 with each mode, so a gain on phone photos is never bought with a lo
         --figure docs/phone_photos.png
 
 Query modes: ``whole-pad``/``whole-squash``/``whole-crop`` (today's query: the whole photo made
-square by white padding, squashing or a centre crop), ``regions`` (:mod:`imgsim.regions` with its
+square by white padding, squashing or a centre crop), ``regions`` (:mod:`imgsim.approaches.regions` with its
 default config) and variants of it. Exits 0 with a message when the data folder is absent.
 """
 
@@ -35,14 +35,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imgsim.build import BuildOptions, build  # noqa: E402
-from imgsim.catalog import Catalog  # noqa: E402
+from imgsim.ingest.catalog import Catalog  # noqa: E402
 from imgsim.evaluate import evaluate_embeddings  # noqa: E402
-from imgsim.features import load_extractor  # noqa: E402
-from imgsim.images import decode_image, to_square  # noqa: E402
+from imgsim.approaches.features import load_extractor  # noqa: E402
+from imgsim.ingest.images import decode_image, to_square  # noqa: E402
 from imgsim.phonesim import product_mask, simulate_photo  # noqa: E402
-from imgsim.regions import RegionConfig, RegionEmbedder, search_regions  # noqa: E402
-from imgsim.search import Index  # noqa: E402
-from imgsim.store import Store, store_path  # noqa: E402
+from imgsim.approaches.regions import RegionConfig, RegionEmbedder, search_regions  # noqa: E402
+from imgsim.index.exact import Index  # noqa: E402
+from imgsim.storage.stores import Store, store_path  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 LABEL = "articleType"

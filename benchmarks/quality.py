@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imgsim.build import load_squares  # noqa: E402
 from imgsim.engine import Engine  # noqa: E402
 from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
-from imgsim.features import ExtractorOptions, ExtractorUnavailableError, load_extractor  # noqa: E402
-from imgsim.store import iter_batches  # noqa: E402
-from imgsim.tuned import cross_validated_scores  # noqa: E402
+from imgsim.approaches.features import ExtractorOptions, ExtractorUnavailableError, load_extractor  # noqa: E402
+from imgsim.storage.stores import iter_batches  # noqa: E402
+from imgsim.approaches.tuned import cross_validated_scores  # noqa: E402
 
 VARIANTS = {
     "pretrained+gem": ("efficientnet_lite0", ExtractorOptions(pooling="gem")),

@@ -1,12 +1,12 @@
 """Search latency: exact top-k scaling on synthetic vectors, and end-to-end phone-photo queries.
 
-1. Exact search (``imgsim.search.Index``, k = 10) over N unit vectors at the dims of both
+1. Exact search (``imgsim.index.exact.Index``, k = 10) over N unit vectors at the dims of both
    approaches, next to the memory-bandwidth floor (one numpy matrix-vector product plus
    ``argpartition`` over the same matrix); median and p95 over repetitions, and the matrix size.
 2. With a catalogue: a 12-megapixel phone JPEG (EXIF-rotated) through ``Engine.search``
    (decode, orientation, resize, embed, search) and the search step alone, p50 and p95.
 
-3. With ``--ann``: exact search against the approximate index (``imgsim.ann``, FAISS HNSW) at
+3. With ``--ann``: exact search against the approximate index (``imgsim.index.hnsw``, FAISS HNSW) at
    ``--ann-sizes`` rows and ``--ann-dims`` dims on realistic vectors: ``--n-real`` real
    EfficientNet-Lite0 embeddings of the myntra_eval photos (cached in ``--cache``), projected by
    the catalogue-tuned LDA for the low dims, plus perturbed copies (relative noise 0.1-0.6, so a
@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgsim.search import Index  # noqa: E402
+from imgsim.index.exact import Index  # noqa: E402
 
 
 def timings(fn, reps: int) -> dict[str, float]:
@@ -178,8 +178,8 @@ def real_embeddings(data: Path, n_real: int, cache: Path) -> tuple[np.ndarray, n
         return np.load(emb_file, allow_pickle=False), np.load(label_file, allow_pickle=False)
     import pandas as pd
 
-    from imgsim.features import load_extractor
-    from imgsim.store import iter_batches
+    from imgsim.approaches.features import load_extractor
+    from imgsim.storage.stores import iter_batches
 
     table = pd.read_csv(table_path)
     table = table.iloc[np.sort(np.random.default_rng(0).choice(len(table), min(n_real, len(table)), replace=False))]
@@ -208,7 +208,7 @@ def base_vectors(args: argparse.Namespace, dim: int) -> tuple[np.ndarray, np.nda
         x, labels = real
         source = "Lite0 photos"
         if dim != x.shape[1]:
-            from imgsim.tuned import fit_projection
+            from imgsim.approaches.tuned import fit_projection
 
             x = fit_projection(x, labels, dims=dim).apply(x)
             source = f"Lite0 photos, tuned LDA ({x.shape[1]} dims: at most classes - 1)"
@@ -285,7 +285,7 @@ def ann_configs(n: int, dim: int) -> list:
     At 1280-d, HNSW over the stored vectors costs ~1 s of build per 1,000 rows on a busy 2-core
     machine; a graph over 128-d PCA projections, re-ranked on float16 vectors, costs a tenth.
     """
-    from imgsim.ann import AnnConfig
+    from imgsim.index.hnsw import AnnConfig
 
     if dim > 256:
         pca = AnnConfig(M=16, ef_construction=48, dtype="float16", graph_dims=128, rerank=10, threads=2)
@@ -308,7 +308,7 @@ def search_settings(config) -> list[tuple[int, int]]:
 
 def ann_main(args: argparse.Namespace) -> None:
     """Section 3: exact vs approximate at each size and dim; prints a table, writes JSON."""
-    from imgsim.ann import AnnIndex
+    from imgsim.index.hnsw import AnnIndex
 
     report: dict = {"queries": args.queries, "k": 10, "threads": 2, "cpu_count": os.cpu_count(), "runs": []}
     for dim in args.ann_dims:
@@ -330,7 +330,7 @@ def ann_main(args: argparse.Namespace) -> None:
             exact_row = {"n": n, "dim": real_dim, "source": source, "method": "exact", "dtype": "float32",
                          "recall@10": 1.0, **exact_lat, "build_s": 0.0, "index_mb": n * real_dim * 4 / 2**20,
                          "rss_mb": rss_mb(), "load": load_average(),
-                         "note": f"imgsim.search.Index, {-(-n // EXACT_CHUNK)} float32 chunk(s) summed"}
+                         "note": f"imgsim.index.exact.Index, {-(-n // EXACT_CHUNK)} float32 chunk(s) summed"}
             report["runs"].append(exact_row)
             print(f"  exact p50 {exact_lat['p50_ms']:.1f} ms p95 {exact_lat['p95_ms']:.1f} ms", flush=True)
             for config in ann_configs(n, real_dim):

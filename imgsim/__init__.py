@@ -15,6 +15,8 @@ from typing import Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    # errors
+    "ImgsimError": "imgsim.errors",
     # searching
     "Engine": "imgsim.engine",
     "SearchResult": "imgsim.engine",
@@ -29,23 +31,23 @@ _EXPORTS = {
     "build_catalog": ("imgsim.build", "build"),
     "retrain": "imgsim.build",
     "refresh": "imgsim.build",
-    "add_items": "imgsim.catalog",
-    "remove_items": "imgsim.catalog",
+    "add_items": "imgsim.ingest.catalog",
+    "remove_items": "imgsim.ingest.catalog",
     "default_demo_path": "imgsim.build",
-    "Catalog": "imgsim.catalog",
-    "CatalogError": "imgsim.catalog",
-    "list_catalogs": "imgsim.catalog",
-    "default_catalog_path": "imgsim.catalog",
-    "demo_available": "imgsim.sources",
-    "SourceError": "imgsim.sources",
-    "data_dir": "imgsim.artifacts",
-    "ArtifactError": "imgsim.artifacts",
-    "valid_catalog_name": "imgsim.catalog",
+    "Catalog": "imgsim.ingest.catalog",
+    "CatalogError": "imgsim.ingest.catalog",
+    "list_catalogs": "imgsim.ingest.catalog",
+    "default_catalog_path": "imgsim.ingest.catalog",
+    "demo_available": "imgsim.ingest.sources",
+    "SourceError": "imgsim.ingest.sources",
+    "data_dir": "imgsim.storage.artifacts",
+    "ArtifactError": "imgsim.storage.artifacts",
+    "valid_catalog_name": "imgsim.ingest.catalog",
     # input
-    "decode_image": "imgsim.images",
-    "ImageDecodeError": "imgsim.images",
-    "local_roots": "imgsim.safety",
-    "check_local_path": "imgsim.safety",
+    "decode_image": "imgsim.ingest.images",
+    "ImageDecodeError": "imgsim.ingest.images",
+    "local_roots": "imgsim.ingest.safety",
+    "check_local_path": "imgsim.ingest.safety",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imgsim import approaches as approaches_mod
-from imgsim import catalog as catalog_mod
 from imgsim.approaches import AUTOENCODER, TUNED, NotApplicableError, load_squares
-from imgsim.autoencoder import AutoencoderConfig
-from imgsim.catalog import Catalog
-from imgsim.download import DownloadConfig
-from imgsim.features import DEFAULT_EXTRACTOR, ExtractorOptions
+from imgsim.approaches.autoencoder import AutoencoderConfig
+from imgsim.approaches.features import DEFAULT_EXTRACTOR, ExtractorOptions
+from imgsim.ingest import catalog as catalog_mod
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.download import DownloadConfig
 from imgsim.progress import Progress, silent
 
 ProgressFactory = Callable[[str], Progress]
@@ -43,7 +43,7 @@ class BuildOptions:
         label_column: Column copied into ``label`` (and fitted on by ``tuned``).
         download: Download settings for CSV sources.
         ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
-            has :attr:`imgsim.ann.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
+            has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
     """
 
     approaches: tuple[str, ...] | None = None
@@ -110,9 +110,9 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
 
     import numpy as np
 
-    from imgsim.ann import AnnConfig, AnnIndex, should_use_ann
-    from imgsim.artifacts import ArtifactError
-    from imgsim.store import Store
+    from imgsim.index.hnsw import AnnConfig, AnnIndex, should_use_ann
+    from imgsim.storage.artifacts import ArtifactError
+    from imgsim.storage.stores import Store
 
     path = ann_path(catalog, approach)
     store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
@@ -202,7 +202,7 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     Returns:
         The approaches brought up to date.
     """
-    from imgsim.artifacts import read_manifest
+    from imgsim.storage.artifacts import read_manifest
 
     built = tuple(a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir())
     if not built:
@@ -238,16 +238,16 @@ def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda me
     Returns:
         The approaches exported.
     """
-    from imgsim.artifacts import write_json_atomic
     from imgsim.engine import BACKEND_FILE
-    from imgsim.store import Store
+    from imgsim.storage.artifacts import write_json_atomic
+    from imgsim.storage.stores import Store
 
     built = [a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir()]
     if uri == "local":
         (catalog.root / BACKEND_FILE).unlink(missing_ok=True)
         log("searching the local stores")
         return built
-    from imgsim.milvus import MilvusBackend
+    from imgsim.index.milvus import MilvusBackend
 
     with MilvusBackend(uri) as backend:
         for approach in built:

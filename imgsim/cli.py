@@ -34,7 +34,7 @@ def _positive_int(text: str) -> int:
 
 def resolve_catalog(text: str) -> Path:
     """A catalogue argument: a directory, or the name of one under ``<data dir>/catalogs``."""
-    from imgsim.catalog import default_catalog_path
+    from imgsim.ingest.catalog import default_catalog_path
 
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or "/" in text:
@@ -43,7 +43,7 @@ def resolve_catalog(text: str) -> Path:
 
 
 def _default_out(source: str) -> Path:
-    from imgsim.catalog import default_catalog_path
+    from imgsim.ingest.catalog import default_catalog_path
 
     name = "demo" if source == "demo" else Path(source.rstrip("/")).stem or "catalog"
     return default_catalog_path(name)
@@ -67,14 +67,14 @@ def _add_download_args(p: argparse.ArgumentParser) -> None:
 
 
 def _download_config(args: argparse.Namespace):
-    from imgsim.download import DownloadConfig
+    from imgsim.ingest.download import DownloadConfig
 
     return DownloadConfig(workers=args.workers, read_timeout=args.timeout, retries=args.retries,
                           max_bytes=int(args.max_mb * 2**20))
 
 
 def _autoencoder_config(args: argparse.Namespace):
-    from imgsim.autoencoder import AutoencoderConfig
+    from imgsim.approaches.autoencoder import AutoencoderConfig
 
     values = {"variant": args.variant, "image_size": args.image_size,
               "latent_dim": args.latent_dim, "epochs": args.epochs, "mode": args.mode}
@@ -100,7 +100,7 @@ def _print_summary(catalog) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from imgsim.catalog import ingest
+    from imgsim.ingest.catalog import ingest
     from imgsim.progress import tqdm_progress
 
     out = Path(args.out) if args.out else _default_out(args.source)
@@ -118,8 +118,8 @@ def _approach_list(text: str | None) -> tuple[str, ...] | None:
 
 
 def _build_options(args: argparse.Namespace, approaches: tuple[str, ...] | None = None):
+    from imgsim.approaches.features import ExtractorOptions
     from imgsim.build import BuildOptions
-    from imgsim.features import ExtractorOptions
 
     return BuildOptions(
         approaches=approaches,
@@ -152,7 +152,7 @@ def _refresh_stores(catalog) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from imgsim.catalog import add_items
+    from imgsim.ingest.catalog import add_items
     from imgsim.progress import tqdm_progress
 
     sources = args.sources
@@ -171,7 +171,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from imgsim.catalog import remove_items
+    from imgsim.ingest.catalog import remove_items
 
     catalog, removed = remove_items(resolve_catalog(args.catalog), args.ids)
     print(f"{removed} removed")
@@ -182,14 +182,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from imgsim.build import export
-    from imgsim.catalog import Catalog
+    from imgsim.ingest.catalog import Catalog
 
     export(Catalog.load(resolve_catalog(args.catalog)), args.to, log=lambda m: print(m, flush=True))
     return 0
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from imgsim.catalog import Catalog
+    from imgsim.ingest.catalog import Catalog
 
     _refresh_stores(Catalog.load(resolve_catalog(args.catalog)))
     return 0
@@ -197,7 +197,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from imgsim.build import BuildOptions, retrain
-    from imgsim.catalog import Catalog
+    from imgsim.ingest.catalog import Catalog
     from imgsim.progress import tqdm_progress
 
     catalog = Catalog.load(resolve_catalog(args.catalog))
@@ -217,7 +217,7 @@ MAX_QUERY_PHOTOS = 10_000
 
 def _query_photos(paths: list[str]) -> list[Path]:
     """The photos named on the command line; a folder stands for the images directly in it."""
-    from imgsim.sources import IMAGE_SUFFIXES
+    from imgsim.ingest.sources import IMAGE_SUFFIXES
 
     photos: list[Path] = []
     for text in paths:
@@ -248,7 +248,7 @@ def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from imgsim.engine import Engine, decode_query
-    from imgsim.images import ImageDecodeError
+    from imgsim.ingest.images import ImageDecodeError
 
     engine = Engine.open(resolve_catalog(args.catalog))
     photos = _query_photos(args.photos)
@@ -332,7 +332,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from imgsim.catalog import list_catalogs
+    from imgsim.ingest.catalog import list_catalogs
 
     for path in list_catalogs():
         print(path)
@@ -465,10 +465,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
-    from imgsim.artifacts import ArtifactError
-    from imgsim.features import ExtractorUnavailableError
-    from imgsim.images import ImageDecodeError
-    from imgsim.sources import SourceError
+    from imgsim.approaches.features import ExtractorUnavailableError
+    from imgsim.ingest.images import ImageDecodeError
+    from imgsim.ingest.sources import SourceError
+    from imgsim.storage.artifacts import ArtifactError
 
     args = make_parser().parse_args(argv)
     try:

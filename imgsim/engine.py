@@ -22,11 +22,11 @@ import pandas as pd
 
 from imgsim import approaches as approaches_mod
 from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
-from imgsim.artifacts import ArtifactError
-from imgsim.catalog import Catalog
-from imgsim.images import ImageSource, crop, decode_image, to_square
-from imgsim.search import Index, Metric
-from imgsim.store import Store
+from imgsim.index.exact import Index, Metric
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.images import ImageSource, crop, decode_image, to_square
+from imgsim.storage.artifacts import ArtifactError
+from imgsim.storage.stores import Store
 
 __all__ = ["AUTOENCODER", "PRETRAINED", "TUNED", "Engine", "Reconstruction", "SearchResult"]
 #: Largest side a query photo is decoded at: region search's 448 px pass (JPEG draft mode makes a
@@ -168,7 +168,7 @@ class Engine:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Engine:
-        """Opens the catalogue at ``path``; raises :class:`imgsim.catalog.CatalogError`."""
+        """Opens the catalogue at ``path``; raises :class:`imgsim.ingest.catalog.CatalogError`."""
         return cls(Catalog.load(path))
 
     # -- what is available -------------------------------------------------------------------
@@ -221,7 +221,7 @@ class Engine:
 
         The store's approximate (HNSW) index when the build made one for it and it still
         matches the store (see :func:`imgsim.build.ensure_ann`), else exact search. Both answer
-        ``search(queries, k, mask=..., exclude=...)`` with the same :class:`~imgsim.search.Hits`.
+        ``search(queries, k, mask=..., exclude=...)`` with the same :class:`~imgsim.index.exact.Hits`.
         """
         store = self.store(approach)
         default = Metric(store.manifest.get("metric", "cosine"))
@@ -239,7 +239,7 @@ class Engine:
         path = store.root.with_name(f"{approach}.ann")
         if not path.is_dir():
             return None
-        from imgsim.ann import AnnIndex
+        from imgsim.index.hnsw import AnnIndex
 
         try:
             return AnnIndex.load(path, store.embeddings)
@@ -258,8 +258,8 @@ class Engine:
     def _milvus_search(self, approach: str, vector: np.ndarray, k: int, category: str | None,
                        exclude_id: str | None) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the ``k`` nearest items, asked of Milvus (filters pushed down)."""
-        from imgsim.milvus import MilvusBackend, collection_name, hits_rows
-        from imgsim.store import model_spec
+        from imgsim.index.milvus import MilvusBackend, collection_name, hits_rows
+        from imgsim.storage.stores import model_spec
 
         with self._lock:
             if self._milvus is None:
@@ -281,14 +281,14 @@ class Engine:
 
         Raises:
             ValueError: The approach has no store.
-            imgsim.store.StoreMismatchError: The model on disk is not the one the store was built with.
+            imgsim.storage.stores.StoreMismatchError: The model on disk is not the one the store was built with.
         """
         with self._lock:
             if approach in self._models:
                 return self._models[approach]
             store = self.store(approach)
             model = approaches_mod.get(approach).load_model(self.catalog, store.manifest, self.model)
-            from imgsim.store import model_spec
+            from imgsim.storage.stores import model_spec
 
             Store.load(store.root, self.catalog, model_spec(approach, model))
             self._models[approach] = model
@@ -348,13 +348,13 @@ class Engine:
             metric: Override the store's metric (``cosine`` or ``euclidean``).
             box: Search with this region of the image only: ``(x0, y0, x1, y1)`` in the pixels of
                 the decoded image (see :func:`decode_query`).
-            regions: Region search (see :mod:`imgsim.regions`): the photo becomes a few region
+            regions: Region search (see :mod:`imgsim.approaches.regions`): the photo becomes a few region
                 vectors (the whole photo, grid windows and automatic product boxes) and each item
                 scores by its best region, which finds a product photographed in a scene. ``None``
                 (default) turns it on where the approach supports it; ignored with ``box``.
 
         Raises:
-            imgsim.images.ImageDecodeError: The image cannot be decoded.
+            imgsim.ingest.images.ImageDecodeError: The image cannot be decoded.
             ValueError: Bad ``k`` or ``box``, unknown approach or category, or the approach is
                 unavailable.
         """
@@ -381,12 +381,12 @@ class Engine:
         return result
 
     def region_embedder(self, approach: str):
-        """The :class:`imgsim.regions.RegionEmbedder` for ``approach``, or None where it has none.
+        """The :class:`imgsim.approaches.regions.RegionEmbedder` for ``approach``, or None where it has none.
 
         Regions need features pooled like the store's: an approach that supports them, and a
         pretrained store with plain average pooling (GeM or flip stores are searched whole).
         """
-        from imgsim.regions import RegionConfig, RegionEmbedder
+        from imgsim.approaches.regions import RegionConfig, RegionEmbedder
 
         with self._lock:
             if approach in self._embedders:
@@ -441,7 +441,7 @@ class Engine:
         region's top ``k`` and the lists are merged by best score, which gives the same top ``k``
         as the exact max (an item in the overall top k is in its best region's top k).
         """
-        from imgsim.regions import search_regions
+        from imgsim.approaches.regions import search_regions
 
         t0 = time.perf_counter()
         index = self.index(approach, metric)
@@ -557,8 +557,8 @@ class Engine:
         Returns:
             A frame with ``row``, ``id``, ``name``, ``category``, ``mse``, ``psnr``.
         """
-        from imgsim.autoencoder import psnr
-        from imgsim.store import iter_batches
+        from imgsim.approaches.autoencoder import psnr
+        from imgsim.storage.stores import iter_batches
 
         model = self.model(AUTOENCODER)
         with self._lock:
@@ -589,7 +589,7 @@ class Engine:
             rows = np.flatnonzero((added > trained).to_numpy())
             line = f"autoencoder: {len(rows)} of {len(self.items)} items added since it was trained ({trained})"
             if len(rows):
-                from imgsim.store import iter_batches
+                from imgsim.storage.stores import iter_batches
 
                 paths = [self.catalog.thumb_paths()[r] for r in rows[:2000]]
                 mse = float(np.concatenate([model.errors(b)[1] for b in
@@ -644,7 +644,7 @@ class Engine:
         """Leave-one-out retrieval quality of each approach, by ``label_column``.
 
         ``tuned`` is scored only on items whose labels were held out of its fit (see
-        :func:`imgsim.tuned.cross_validated_scores`).
+        :func:`imgsim.approaches.tuned.cross_validated_scores`).
 
         Returns:
             ``{"k", "label_column", "n", "chance", <approach>: {"precision@1", "precision@k",

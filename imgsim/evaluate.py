@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.search import Index, Metric
+from imgsim.index.exact import Index, Metric
 
 BLOCK = 512
 

@@ -213,7 +213,7 @@ def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def built_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path) -> Path:
     """The shop built with both approaches (tiny autoencoder, two epochs)."""
-    from imgsim.autoencoder import AutoencoderConfig
+    from imgsim.approaches.autoencoder import AutoencoderConfig
     from imgsim.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("catalogs") / "shop"

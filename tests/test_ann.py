@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from imgsim.ann import (  # noqa: E402
+from imgsim.index.hnsw import (  # noqa: E402
     AnnConfig,
     AnnIndex,
     AnnMismatchError,
     embeddings_fingerprint,
     should_use_ann,
 )
-from imgsim.artifacts import ArtifactError  # noqa: E402
-from imgsim.search import Index  # noqa: E402
+from imgsim.storage.artifacts import ArtifactError  # noqa: E402
+from imgsim.index.exact import Index  # noqa: E402
 
 N, DIM, K = 3_000, 48, 10
 # One thread: tests run beside other work on two cores, where OpenMP threads would only spin.

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from imgsim.autoencoder import Autoencoder, AutoencoderConfig, Compositor, Mode, build_conv, build_seed, train
+from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, Compositor, Mode, build_conv, build_seed, train
 
 
 def test_seed_variant_matches_the_article():

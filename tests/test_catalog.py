@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from conftest import make_shop
 
-from imgsim import catalog, sources
-from imgsim.catalog import Catalog, CatalogError, ingest
+from imgsim.ingest import catalog, sources
+from imgsim.ingest.catalog import Catalog, CatalogError, ingest
 
 
 def test_folder_catalogue_uses_subfolders_as_categories(shop_dir, tmp_path):

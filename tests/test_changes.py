@@ -8,7 +8,7 @@ import pytest
 from conftest import solid
 from PIL import Image
 
-from imgsim.catalog import Catalog
+from imgsim.ingest.catalog import Catalog
 from imgsim.cli import main
 from imgsim.engine import Engine
 
@@ -88,7 +88,7 @@ def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
     engine = Engine.open(shop)
     assert engine.search_backend("pretrained") == "approximate (HNSW)"
     exact = Engine.open(shop)
-    exact._indexes[("pretrained", "cosine")] = __import__("imgsim.search").search.Index(
+    exact._indexes[("pretrained", "cosine")] = __import__("imgsim.index.exact").index.exact.Index(
         exact.store("pretrained").embeddings)
     for row in range(3):
         assert engine.search_item(row, k=5).ids == exact.search_item(row, k=5).ids

@@ -8,7 +8,7 @@ store built with it is refused for a model that differs.
 import numpy as np
 import pytest
 
-from imgsim.store import Store, StoreMismatchError, build_store, model_spec, store_path
+from imgsim.storage.stores import Store, StoreMismatchError, build_store, model_spec, store_path
 
 
 class FakeExtractor:
@@ -25,7 +25,7 @@ class FakeExtractor:
 
 
 def lite0(tmp_path, catalog):
-    from imgsim.features import load_extractor
+    from imgsim.approaches.features import load_extractor
 
     model = load_extractor("efficientnet_lite0")
     return model, lambda: load_extractor("efficientnet_lite0"), True
@@ -34,7 +34,7 @@ def lite0(tmp_path, catalog):
 def autoencoder(variant):
     def make(tmp_path, catalog):
         from imgsim.approaches import load_squares
-        from imgsim.autoencoder import Autoencoder, AutoencoderConfig, train
+        from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, train
 
         size = 16 if variant == "conv" else 32
         config = AutoencoderConfig(variant=variant, image_size=size, latent_dim=8, epochs=1)
@@ -44,9 +44,9 @@ def autoencoder(variant):
 
 
 def tuned(tmp_path, catalog):
-    from imgsim.features import load_extractor
-    from imgsim.store import iter_batches
-    from imgsim.tuned import TunedExtractor, fit_projection, save_projection
+    from imgsim.approaches.features import load_extractor
+    from imgsim.storage.stores import iter_batches
+    from imgsim.approaches.tuned import TunedExtractor, fit_projection, save_projection
 
     base = load_extractor("efficientnet_lite0")
     features = np.concatenate([base.embed(b) for b in iter_batches(catalog.thumb_paths(), 224, 16)])
@@ -66,7 +66,7 @@ MODELS = {"lite0": lite0, "autoencoder-conv": autoencoder("conv"), "autoencoder-
 
 @pytest.fixture(scope="module")
 def catalog(shop_dir, tmp_path_factory):
-    from imgsim.catalog import ingest
+    from imgsim.ingest.catalog import ingest
 
     return ingest(str(shop_dir), tmp_path_factory.mktemp("contract") / "shop")
 

@@ -6,8 +6,8 @@ import time
 import pandas as pd
 import pytest
 
-from imgsim import catalog, download, safety
-from imgsim.download import DownloadConfig, fetch, make_session
+from imgsim.ingest import catalog, download, safety
+from imgsim.ingest.download import DownloadConfig, fetch, make_session
 
 pytestmark = pytest.mark.usefixtures("allow_private_urls")
 

@@ -125,7 +125,7 @@ def test_region_search_and_a_box_through_the_engine(engine, shop_dir):
     scene, is in test_regions.py; these flat-colour toys are no test of it.)"""
     from PIL import Image
 
-    from imgsim.regions import search_regions
+    from imgsim.approaches.regions import search_regions
 
     rng = np.random.default_rng(3)
     canvas = np.clip(rng.normal(150, 40, (600, 800, 3)), 0, 255).astype(np.uint8)

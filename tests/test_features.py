@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import features
-from imgsim.features import ExtractorOptions, ExtractorUnavailableError, build_lite_classifier, load_extractor
+from imgsim.approaches import features
+from imgsim.approaches.features import ExtractorOptions, ExtractorUnavailableError, build_lite_classifier, load_extractor
 
 
 @pytest.fixture(scope="module")

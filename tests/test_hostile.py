@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import make_shop
 
-from imgsim import archive, sources
-from imgsim.catalog import Catalog, ingest
-from imgsim.download import DownloadConfig
-from imgsim.images import ImageDecodeError, decode_image
+from imgsim.ingest import archive, sources
+from imgsim.ingest.catalog import Catalog, ingest
+from imgsim.ingest.download import DownloadConfig
+from imgsim.ingest.images import ImageDecodeError, decode_image
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
 import make_corpus  # noqa: E402

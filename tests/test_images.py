@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import exif_jpeg, marked
 
-from imgsim.images import (
+from imgsim.ingest.images import (
     MAX_PIXELS,
     EmptyImageError,
     ImageDecodeError,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsim.milvus import (
+from imgsim.index.milvus import (
     KIND,
     MilvusBackend,
     collection_name,
@@ -23,7 +23,7 @@ from imgsim.milvus import (
     quote,
     resolve_uri,
 )
-from imgsim.search import Index
+from imgsim.index.exact import Index
 
 # Categories that would break or rewrite a naively built expression.
 QUOTED = 'say "hi"'
@@ -208,7 +208,7 @@ def test_euclidean_collections_return_distances(tmp_path, data):
 
 @needs_milvus
 def test_a_query_with_another_model_is_refused(tmp_path, data):
-    from imgsim.store import StoreMismatchError
+    from imgsim.storage.stores import StoreMismatchError
 
     with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
         export(backend, "shop_fake", data)
@@ -219,8 +219,8 @@ def test_a_query_with_another_model_is_refused(tmp_path, data):
 
 @needs_milvus
 def test_export_store_from_a_catalogue(tmp_path, shop_dir):
-    from imgsim.catalog import ingest
-    from imgsim.store import model_spec, write_store
+    from imgsim.ingest.catalog import ingest
+    from imgsim.storage.stores import model_spec, write_store
 
     class Fake:
         name, dim, image_size, options, fingerprint = "fake", 6, 8, {}, "f1"

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from imgsim import phonesim
-from imgsim.features import load_extractor
-from imgsim.images import to_square
-from imgsim.regions import (
+from imgsim.approaches.features import load_extractor
+from imgsim.ingest.images import to_square
+from imgsim.approaches.regions import (
     RegionConfig,
     RegionEmbedder,
     fuse,
@@ -19,7 +19,7 @@ from imgsim.regions import (
     product_box,
     search_regions,
 )
-from imgsim.search import Index
+from imgsim.index.exact import Index
 
 
 @pytest.fixture(scope="module")

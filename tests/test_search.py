@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imgsim.search import Index
+from imgsim.index.exact import Index
 
 
 def oracle(matrix, query, k, metric, mask=None, exclude=None):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from imgsim.artifacts import ArtifactError
-from imgsim.catalog import ingest
-from imgsim.store import Store, StoreMismatchError, build_store, model_spec, store_path
+from imgsim.storage.artifacts import ArtifactError
+from imgsim.ingest.catalog import ingest
+from imgsim.storage.stores import Store, StoreMismatchError, build_store, model_spec, store_path
 
 
 class FakeExtractor:

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from imgsim.features import lite_source_file
-from imgsim.torch_weights import UnsafeWeightsError, WeightsFormatError, read_legacy_state_dict
+from imgsim.approaches.features import lite_source_file
+from imgsim.approaches.torch_weights import UnsafeWeightsError, WeightsFormatError, read_legacy_state_dict
 
 
 def test_lite0_state_dict_has_every_tensor():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from imgsim.evaluate import evaluate_embeddings
-from imgsim.tuned import cross_validated_scores, fit_projection
+from imgsim.approaches.tuned import cross_validated_scores, fit_projection
 
 
 def clusters_in_noise(seed=0, n_per=60, classes=5, dim=40):
@@ -27,12 +27,12 @@ def test_projection_separates_better_than_raw_features():
 
 def test_evaluation_never_scores_training_items(monkeypatch):
     import imgsim.evaluate
-    import imgsim.tuned
+    import imgsim.approaches.tuned
 
     x, labels = clusters_in_noise()
     x[:, -1] = np.arange(len(x))  # the last coordinate names the row, so fits can be traced
     fitted, queried = [], []
-    real_fit, real_rank = imgsim.tuned.fit_projection, imgsim.evaluate.ranked_relevance
+    real_fit, real_rank = imgsim.approaches.tuned.fit_projection, imgsim.evaluate.ranked_relevance
 
     def spy_fit(features, labels_, dims=64, **kwargs):
         fitted.append(set(features[:, -1].astype(int)))
@@ -42,7 +42,7 @@ def test_evaluation_never_scores_training_items(monkeypatch):
         queried.append(set(queries))
         return real_rank(embeddings, labels_, k, metric, queries)
 
-    monkeypatch.setattr(imgsim.tuned, "fit_projection", spy_fit)
+    monkeypatch.setattr(imgsim.approaches.tuned, "fit_projection", spy_fit)
     monkeypatch.setattr(imgsim.evaluate, "ranked_relevance", spy_rank)
     scores = cross_validated_scores(x, labels, k=10, folds=5)
     assert len(fitted) == len(queried) == 5
@@ -64,12 +64,12 @@ def test_tuned_builds_refuses_and_falls_back_to_categories(built_catalog, tmp_pa
     import shutil
 
     from imgsim.approaches import APPROACHES, NotApplicableError
-    from imgsim.artifacts import ArtifactError
+    from imgsim.storage.artifacts import ArtifactError
     from imgsim.build import BuildOptions, build_approaches
-    from imgsim.catalog import Catalog
+    from imgsim.ingest.catalog import Catalog
     from imgsim.engine import Engine
-    from imgsim.features import ExtractorOptions, load_extractor
-    from imgsim.tuned import TunedExtractor
+    from imgsim.approaches.features import ExtractorOptions, load_extractor
+    from imgsim.approaches.tuned import TunedExtractor
 
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)

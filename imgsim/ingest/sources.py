@@ -1,7 +1,7 @@
 """Where catalogue items come from: a folder of images, a Flipkart-style CSV, or the demo.
 
 Each source is turned into a list of :class:`ItemSpec` (a stable id, where to read the image,
-and its metadata) without touching any pixels; :mod:`imgsim.catalog` does the reading.
+and its metadata) without touching any pixels; :mod:`imgsim.ingest.catalog` does the reading.
 
 What a source may point at (issue 14): a CSV's image column takes ``http(s)`` URLs, or paths
 relative to the CSV's own folder that stay inside it; absolute paths and ``file://`` URLs only
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from imgsim import safety
+from imgsim.errors import ImgsimError
+from imgsim.ingest import safety
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".svg"}
@@ -41,7 +42,7 @@ FLIPKART_REQUIRED = ("uniq_id", "product_name", "image")
 MAX_CSV_BYTES = 512 * 2**20
 
 
-class SourceError(ValueError):
+class SourceError(ImgsimError, ValueError):
     """A source cannot be read at all (missing folder, wrong CSV columns, no demo package)."""
 
 

@@ -27,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import (
+from imgsim.approaches.features import Extractor
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.images import load_square
+from imgsim.progress import Progress, silent
+from imgsim.storage.artifacts import (
     ArtifactError,
     ArtifactMismatchError,
     load_artifact,
@@ -35,10 +39,6 @@ from imgsim.artifacts import (
     write_artifact,
     write_json_atomic,
 )
-from imgsim.catalog import Catalog
-from imgsim.features import Extractor
-from imgsim.images import load_square
-from imgsim.progress import Progress, silent
 
 KIND = "embedding_store"
 FORMAT_VERSION = 2  # 2: keys.npy, rows reused across builds
@@ -183,7 +183,7 @@ def build_store(
     Args:
         catalog: The catalogue (its thumbnails are read).
         approach: The store's name (``pretrained``, ``autoencoder``, ...).
-        extractor: Anything with the :class:`imgsim.features.Extractor` interface.
+        extractor: Anything with the :class:`imgsim.approaches.features.Extractor` interface.
         metric: The distance the store is searched with by default.
         batch_size: Images per model call.
         chunk_rows: Rows per resumable chunk (a multiple of ``batch_size`` works best).

@@ -8,7 +8,7 @@ approach means adding a class here.
 
 Layout inside a catalogue::
 
-    stores/<approach>/       the embedding store (see :mod:`imgsim.store`)
+    stores/<approach>/       the embedding store (see :mod:`imgsim.storage.stores`)
     models/<approach>/       a learned model, for approaches that learn one
 """
 
@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from imgsim.artifacts import ArtifactError
-from imgsim.catalog import Catalog
+from imgsim.errors import ImgsimError
+from imgsim.ingest.catalog import Catalog
 from imgsim.progress import Progress, silent
+from imgsim.storage.artifacts import ArtifactError
 
 PRETRAINED, AUTOENCODER, TUNED = "pretrained", "autoencoder", "tuned"
 PRETTY_MODELS = {
@@ -46,7 +47,7 @@ class BuildSettings(Protocol):
     label_column: str | None
 
 
-class NotApplicableError(ValueError):
+class NotApplicableError(ImgsimError, ValueError):
     """An approach cannot be built for this catalogue (say, ``tuned`` without repeated labels)."""
 
 
@@ -120,7 +121,7 @@ class Approach:
 
 def ensure_store(approach: str, catalog: Catalog, model, log: Log, progress: Progress = silent) -> None:
     """Builds ``approach``'s store with ``model`` unless it is current (reusing unchanged rows)."""
-    from imgsim.store import build_store, is_current, model_spec
+    from imgsim.storage.stores import build_store, is_current, model_spec
 
     if is_current(catalog, approach, model_spec(approach, model)):
         log(f"{approach}: store up to date")
@@ -143,12 +144,12 @@ class Pretrained(Approach):
         return f"Pretrained CNN ({model})"
 
     def load_model(self, catalog, manifest, model_of):
-        from imgsim.features import ExtractorOptions, load_extractor
+        from imgsim.approaches.features import ExtractorOptions, load_extractor
 
         return load_extractor(manifest["model"], ExtractorOptions(**manifest["options"]))
 
     def build(self, catalog, settings, *, log, progress):
-        from imgsim.features import load_extractor
+        from imgsim.approaches.features import load_extractor
 
         model = load_extractor(settings.extractor, settings.extractor_options)
         ensure_store(self.name, catalog, model, log, progress(self.name))
@@ -166,7 +167,7 @@ class AutoencoderApproach(Approach):
         return f"Autoencoder latent space ({detail})" if detail else self.title
 
     def load_model(self, catalog, manifest, model_of):
-        from imgsim.autoencoder import Autoencoder
+        from imgsim.approaches.autoencoder import Autoencoder
 
         return Autoencoder.load(self.model_dir(catalog))
 
@@ -176,7 +177,7 @@ class AutoencoderApproach(Approach):
         A catalogue that gained or lost items keeps its model: new items are embedded with it,
         and ``python -m imgsim train`` retrains on demand (``info`` says when it has drifted).
         """
-        from imgsim.autoencoder import Autoencoder
+        from imgsim.approaches.autoencoder import Autoencoder
 
         try:
             model = Autoencoder.load(self.model_dir(catalog))
@@ -186,7 +187,7 @@ class AutoencoderApproach(Approach):
 
     def train(self, catalog: Catalog, config, *, log: Log, progress: ProgressFactory):
         """Trains the autoencoder on every ingested item and writes its model directory."""
-        from imgsim.autoencoder import train
+        from imgsim.approaches.autoencoder import train
 
         images = load_squares(catalog, config.image_size, progress("decode"))
         model = train(images, self.model_dir(catalog), config, catalog_fingerprint=catalog.fingerprint,
@@ -226,7 +227,7 @@ class Tuned(Approach):
         Raises:
             NotApplicableError: No candidate column has 2 labels with 2 or more items each.
         """
-        from imgsim.tuned import usable_labels
+        from imgsim.approaches.tuned import usable_labels
 
         candidates = [requested] if requested else [catalog.label_column(), "category"]
         for column in dict.fromkeys(candidates):
@@ -251,26 +252,26 @@ class Tuned(Approach):
 
     def evaluate(self, embeddings_of, labels, k, metric, curve_k=0):
         """Scored only on items whose labels were held out of the projection they are ranked in."""
-        from imgsim.tuned import cross_validated_scores
+        from imgsim.approaches.tuned import cross_validated_scores
 
         return cross_validated_scores(embeddings_of(PRETRAINED), labels, k, curve_k=curve_k)
 
     def load_model(self, catalog, manifest, model_of):
-        from imgsim.tuned import TunedExtractor
+        from imgsim.approaches.tuned import TunedExtractor
 
         return TunedExtractor.load(self.model_dir(catalog), model_of(PRETRAINED))
 
     def _base(self, catalog: Catalog):
         """The pretrained store and its model, which the projection applies to."""
-        from imgsim.store import Store
+        from imgsim.storage.stores import Store
 
         pretrained = APPROACHES[PRETRAINED]
         store = Store.load(pretrained.store_dir(catalog), catalog)
         return store, pretrained.load_model(catalog, store.manifest, lambda name: None)
 
     def build(self, catalog, settings, *, log, progress):
-        from imgsim.store import is_current, model_spec, write_store
-        from imgsim.tuned import TunedExtractor
+        from imgsim.approaches.tuned import TunedExtractor
+        from imgsim.storage.stores import is_current, model_spec, write_store
 
         column = self.label_column(catalog, settings.label_column)
         base_store, base = self._base(catalog)
@@ -291,8 +292,8 @@ class Tuned(Approach):
 
     def refit(self, catalog: Catalog, settings: BuildSettings, *, log: Log) -> None:
         """Fits the projection on the catalogue's labels as they are now; writes model and store."""
-        from imgsim.store import write_store
-        from imgsim.tuned import TunedExtractor, fit_projection, save_projection, usable_labels
+        from imgsim.approaches.tuned import TunedExtractor, fit_projection, save_projection, usable_labels
+        from imgsim.storage.stores import write_store
 
         column = self.label_column(catalog, settings.label_column)
         base_store, base = self._base(catalog)
@@ -310,7 +311,7 @@ class Tuned(Approach):
 
 def load_squares(catalog: Catalog, size: int, progress: Progress = silent) -> np.ndarray:
     """All ingested items as ``(N, size, size, 3)`` uint8 squares, decoded once."""
-    from imgsim.store import iter_batches
+    from imgsim.storage.stores import iter_batches
 
     paths = catalog.thumb_paths()
     out = np.empty((len(paths), size, size, 3), np.uint8)

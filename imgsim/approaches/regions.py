@@ -27,8 +27,8 @@ import threading
 import numpy as np
 from PIL import Image
 
-from imgsim.images import clip_box, to_square
-from imgsim.search import Hits, Index, Metric
+from imgsim.index.exact import Hits, Index, Metric
+from imgsim.ingest.images import clip_box, to_square
 
 #: The CNN's total stride: one feature-map cell per 32x32 input pixels.
 STRIDE = 32
@@ -246,7 +246,7 @@ class RegionEmbedder:
     """
 
     def __init__(self, extractor_name: str = "efficientnet_lite0", config: RegionConfig | None = None) -> None:
-        from imgsim.features import LITE_SPECS, build_lite_feature_map
+        from imgsim.approaches.features import LITE_SPECS, build_lite_feature_map
 
         if extractor_name not in LITE_SPECS:
             raise ValueError(
@@ -376,7 +376,7 @@ def search_regions(index: Index, vectors: np.ndarray, k: int, mask: np.ndarray |
         whole_weight: The whole photo's share under ``max+whole``.
 
     Returns:
-        :class:`imgsim.search.Hits` with one row: ``rows`` best first (ties to the lower row)
+        :class:`imgsim.index.exact.Hits` with one row: ``rows`` best first (ties to the lower row)
         and ``scores`` (fused cosine, or the euclidean distance of the best region).
 
     Raises:

@@ -1,10 +1,10 @@
 """Approximate nearest-neighbour search: an HNSW graph (FAISS) beside a store's exact matrix.
 
-Exact search (:mod:`imgsim.search`) reads every row for every query: about 200 ms a query at
+Exact search (:mod:`imgsim.index.exact`) reads every row for every query: about 200 ms a query at
 1M x 1280 on two cores. An HNSW graph visits a few thousand rows instead. At 1280 dims the
 graph can link 128-d PCA projections (``AnnConfig.graph_dims``), ten times cheaper to build, with
 each query's candidates re-ranked on the stored (float16) vectors. :class:`AnnIndex` has
-the same ``search`` signature and returns the same :class:`~imgsim.search.Hits` (rows are row
+the same ``search`` signature and returns the same :class:`~imgsim.index.exact.Hits` (rows are row
 numbers of the store's embeddings), so the engine can use either.
 
 Correctness guarantees the graph alone does not give:
@@ -12,7 +12,7 @@ Correctness guarantees the graph alone does not give:
 - Filters (``mask``) are applied inside the graph walk (a FAISS ``IDSelectorBitmap``); when few
   rows are eligible (``exact_below``) the eligible rows are searched exactly instead, and a query
   the graph answers with fewer than ``k`` rows is retried with a wider beam and then exactly. A
-  search never returns fewer columns than :class:`imgsim.search.Index` would.
+  search never returns fewer columns than :class:`imgsim.index.exact.Index` would.
 - ``exclude`` (one row per query) is fetched one deeper and dropped, never lost.
 - :meth:`AnnIndex.add` appends rows; :meth:`AnnIndex.remove` deletes rows with the same
   renumbering as ``np.delete(embeddings, rows, axis=0)``. FAISS cannot delete from an HNSW graph,
@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from imgsim.artifacts import (
+from imgsim.index.exact import Hits, Metric
+from imgsim.storage.artifacts import (
     ArtifactError,
     atomic_directory,
     library_versions,
@@ -51,7 +52,6 @@ from imgsim.artifacts import (
     read_manifest,
     write_json_atomic,
 )
-from imgsim.search import Hits, Metric
 
 KIND = "ann_index"
 FORMAT_VERSION = 1
@@ -215,7 +215,7 @@ def embeddings_fingerprint(embeddings: np.ndarray) -> str:
 
 
 class AnnIndex:
-    """An HNSW index over a store's rows, searched like :class:`imgsim.search.Index`.
+    """An HNSW index over a store's rows, searched like :class:`imgsim.index.exact.Index`.
 
     Build with :meth:`build` or :meth:`load`, not the constructor.
     """
@@ -404,7 +404,7 @@ class AnnIndex:
 
         Returns:
             :class:`Hits` with ``min(k, eligible rows)`` columns, as
-            :meth:`imgsim.search.Index.search` returns: cosine similarity or euclidean distance.
+            :meth:`imgsim.index.exact.Index.search` returns: cosine similarity or euclidean distance.
 
         Raises:
             ValueError: ``k <= 0``, or shapes that do not match the index.

@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from imgsim.errors import ImgsimError
+
 MANIFEST = "manifest.json"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(ImgsimError, RuntimeError):
     """An artifact is missing, damaged, or does not match what it is used with."""
 
 

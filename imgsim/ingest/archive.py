@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from imgsim.sources import SourceError
+from imgsim.ingest.sources import SourceError
 
 #: Entries skipped without complaint: macOS resource forks and folder metadata.
 IGNORED_PARTS = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
@@ -134,7 +134,7 @@ def check_listing(archive: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[zip
 def _hash_and_size(source: str | os.PathLike | BinaryIO, limits: ZipLimits) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     if isinstance(source, (str, os.PathLike)):
-        from imgsim.safety import FileRefusedError, check_regular_file
+        from imgsim.ingest.safety import FileRefusedError, check_regular_file
 
         try:
             info = check_regular_file(source)

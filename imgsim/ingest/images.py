@@ -30,7 +30,8 @@ from PIL import (
     WebPImagePlugin,  # noqa: F401
 )
 
-from imgsim import safety
+from imgsim.errors import ImgsimError
+from imgsim.ingest import safety
 
 try:  # AVIF, when this Pillow was built with libavif.
     from PIL import AvifImagePlugin  # noqa: F401
@@ -82,7 +83,7 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
                           b"mif1", b"msf1", b"mif2", b"avif", b"avis"})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(ImgsimError, ValueError):
     """The input could not be turned into an RGB image; the message says why."""
 
 
