@@ -222,7 +222,8 @@ def busy_server():
     """A server on 127.0.0.1 whose first answer to each path is 429 with a ``Retry-After``.
 
     ``/after/25`` asks for 25 s, ``/date/25`` for an HTTP date 25 s ahead; the next request
-    to the same path gets an image. Yields the base URL and the request count of each path.
+    to the same path gets an image. ``/down/N`` answers 503 every time, with no ``Retry-After``.
+    Yields the base URL and the request count of each path.
     """
     import email.utils
     import http.server
@@ -240,7 +241,10 @@ def busy_server():
         def do_GET(self):  # noqa: N802
             counts[self.path] = counts.get(self.path, 0) + 1
             _, form, seconds = self.path.split("/")
-            if counts[self.path] == 1:
+            if form == "down":
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+            elif counts[self.path] == 1:
                 after = int(seconds)
                 self.send_response(429)
                 self.send_header("Retry-After", str(after) if form == "after" else
@@ -250,7 +254,7 @@ def busy_server():
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(image)))
             self.end_headers()
-            if counts[self.path] > 1:
+            if counts[self.path] > 1 and form != "down":
                 self.wfile.write(image)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -279,6 +283,16 @@ def test_a_retry_after_within_the_deadline_is_honoured(busy_server):
     result = fetch(make_session(config), f"{base}/after/1", config)
     assert result.status == download.OK
     assert counts["/after/1"] == 2
+
+
+def test_a_backoff_past_the_deadline_ends_the_download_at_once(busy_server):
+    base, counts = busy_server
+    # urllib3 retries the first failure at once, then waits backoff * 2 = 20 s: past the deadline.
+    config = DownloadConfig(read_timeout=1.0, total_timeout=4.0, retries=3, backoff=10.0)
+    result = fetch(make_session(config), f"{base}/down/1", config)
+    assert result.status == download.FAILED_TO_DOWNLOAD
+    assert "HTTP 503" in result.message and "next retry" in result.message
+    assert counts["/down/1"] == 2
 
 
 @pytest.mark.parametrize("field, value", [
