@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgsim import approaches as approaches_mod
+from imgsim.arguments import (
+    EPOCHS_RANGE,
+    IMAGE_SIZE_RANGE,
+    K_RANGE,
+    LATENT_DIM_RANGE,
+    MAX_MB_RANGE,
+    number,
+    parse_box,
+    span,
+)
+from imgsim.ingest.download import LIMITS as DOWNLOAD_LIMITS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_USER_ERROR = 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def resolve_catalog(text: str) -> Path:
@@ -60,10 +61,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_download_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int, default=8, help="parallel downloads (default 8)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds per download read (default 15)")
-    p.add_argument("--retries", type=int, default=3, help="retries on 429, 5xx and connection errors")
-    p.add_argument("--max-mb", type=float, default=20.0, help="largest image to download, in MB")
+    p.add_argument("--workers", type=number(int, *DOWNLOAD_LIMITS["workers"]), default=8,
+                   help=f"parallel downloads, {span(*DOWNLOAD_LIMITS['workers'])} (default 8)")
+    p.add_argument("--timeout", type=number(float, *DOWNLOAD_LIMITS["read_timeout"], " s"), default=15.0,
+                   help=f"seconds per download read, {span(*DOWNLOAD_LIMITS['read_timeout'])} s (default 15)")
+    p.add_argument("--retries", type=number(int, *DOWNLOAD_LIMITS["retries"]), default=3,
+                   help=f"retries on 429, 5xx and connection errors, {span(*DOWNLOAD_LIMITS['retries'])} (default 3)")
+    p.add_argument("--max-mb", type=number(float, *MAX_MB_RANGE, " MB"), default=20.0,
+                   help=f"largest image to download, {span(*MAX_MB_RANGE)} (default 20)")
 
 
 def _download_config(args: argparse.Namespace):
@@ -83,9 +88,13 @@ def _autoencoder_config(args: argparse.Namespace):
 
 def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=["conv", "seed"], help="autoencoder architecture (default conv)")
-    p.add_argument("--image-size", type=_positive_int, help="autoencoder input side (default 64)")
-    p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128 for conv, 16 for seed as in the article)")
-    p.add_argument("--epochs", type=_positive_int, help="most autoencoder epochs (default 30, early stopping)")
+    p.add_argument("--image-size", type=number(int, *IMAGE_SIZE_RANGE, " px"),
+                   help=f"autoencoder input side, {span(*IMAGE_SIZE_RANGE)} px (default 64)")
+    p.add_argument("--latent-dim", type=number(int, *LATENT_DIM_RANGE),
+                   help=f"autoencoder latent size, {span(*LATENT_DIM_RANGE)} (default 128 for conv, 16 for "
+                        "seed as in the article)")
+    p.add_argument("--epochs", type=number(int, *EPOCHS_RANGE),
+                   help=f"most autoencoder epochs, {span(*EPOCHS_RANGE)} (default 30, early stopping)")
     p.add_argument("--mode", choices=["robust", "plain"],
                    help="autoencoder training: robust (default) learns the studio image from simulated phone "
                         "photos of it, so its latent ignores the scene; plain learns each image from itself")
@@ -234,33 +243,64 @@ def _query_photos(paths: list[str]) -> list[Path]:
     return photos
 
 
-def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        box = tuple(int(float(v)) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4:
-        raise ValueError(f"`--box` must be x0,y0,x1,y1 in pixels. Received: {text!r}")
-    return box  # type: ignore[return-value]
+def _requested(engine, chosen: tuple[str, ...] | None) -> tuple[list[str], dict[str, str]]:
+    """The requested approaches that can answer, and why each other one cannot.
+
+    Args:
+        engine: The open catalogue.
+        chosen: Approach names, or None for every approach.
+
+    Returns:
+        The usable approaches in the order asked, and ``{name: reason}`` for the unavailable
+        ones among those asked (with None, every unavailable approach).
+
+    Raises:
+        ValueError: An unknown approach name.
+    """
+    unavailable = engine.unavailable()
+    if chosen is None:
+        return engine.approaches(), unavailable
+    names = list(dict.fromkeys(approaches_mod.get(name).name for name in chosen))
+    return ([a for a in names if a not in unavailable],
+            {a: unavailable[a] for a in names if a in unavailable})
+
+
+def _cannot_answer(command: str, usable: list[str], missing: dict[str, str],
+                   chosen: tuple[str, ...] | None) -> bool:
+    """True, after one stderr line per unavailable approach, when the run cannot go on.
+
+    It cannot when no approach can answer (say, every store is stale after an interrupted
+    ``add``), or when an approach asked for by name is unavailable.
+    """
+    if usable and not (chosen is not None and missing):
+        return False
+    for name, why in missing.items():
+        print(f"imgsim {command}: error: {name} is unavailable: {why}", file=sys.stderr)
+    return True
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     from imgsim.engine import Engine, decode_query
     from imgsim.ingest.images import ImageDecodeError
 
+    box = parse_box(args.box)
     engine = Engine.open(resolve_catalog(args.catalog))
     photos = _query_photos(args.photos)
-    box = _parse_box(args.box)
     chosen = _approach_list(args.approach)
-    approaches = engine.approaches() if chosen is None else list(chosen)
+    approaches, missing = _requested(engine, chosen)
+    if _cannot_answer("query", approaches, missing, chosen):  # before any photo is read
+        if args.json:
+            error = f"unavailable: {', '.join(missing)}"
+            print(json.dumps([{"photo": str(photo), "error": error, "approaches": {}, "unavailable": missing}
+                              for photo in photos], indent=2))
+        return EXIT_USER_ERROR
     for approach in approaches:
-        engine.model(approach)  # a missing approach fails before any photo is read
+        engine.model(approach)
     engine.warm_up()  # so the reported times are the queries', not the first graph trace
     answers, failed = [], 0
     for photo in photos:
-        answer: dict[str, Any] = {"photo": str(photo), "error": None, "approaches": {}}
+        answer: dict[str, Any] = {"photo": str(photo), "error": None, "approaches": {},
+                                  "unavailable": missing}
         try:
             rgb = decode_query(photo)
             for approach in approaches:
@@ -298,10 +338,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from imgsim.engine import Engine
 
     engine = Engine.open(resolve_catalog(args.catalog))
-    approaches = [a.strip() for a in args.approaches.split(",")] if args.approaches else None
+    chosen = _approach_list(args.approaches)
+    approaches, missing = _requested(engine, chosen)
+    if _cannot_answer("evaluate", approaches, missing, chosen):
+        if args.json:
+            print(json.dumps({"error": f"unavailable: {', '.join(missing)}", "unavailable": missing}))
+        return EXIT_USER_ERROR
     report = engine.evaluate(args.label_column, args.k, approaches=approaches)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps({**report, "unavailable": missing}))
         return 0
     print(f"leave-one-out by {report['label_column']!r} over {report['n']} items "
           f"(chance precision {report['chance']:.3f})")
@@ -441,7 +486,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="region search: each item scores by its best region of the photo (whole photo, "
                         "windows, automatic product boxes); finds a product photographed in a scene. "
                         "Default: on where the approach supports it")
-    p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
+    p.add_argument("-k", type=number(int, *K_RANGE), default=5,
+                   help=f"number of results, {span(*K_RANGE)} (default 5)")
     p.add_argument("--category", help="only items of this category")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_query)
@@ -449,7 +495,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="leave-one-out retrieval quality of each approach")
     p.add_argument("catalog", help="catalogue directory or name")
     p.add_argument("--label-column", default=None, help="relevance = same value in this column (default label)")
-    p.add_argument("-k", type=_positive_int, default=10, help="depth (default 10)")
+    p.add_argument("-k", type=number(int, *K_RANGE), default=10, help=f"depth, {span(*K_RANGE)} (default 10)")
     p.add_argument("--approaches", help="comma-separated subset (default: all available)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

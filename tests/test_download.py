@@ -215,3 +215,91 @@ def test_https_connects_to_the_checked_address_and_still_verifies_the_name(tls_s
     assert result.status == download.OK and calls == ["shop.example.test"]
     wrong_name = fetch(session, f"https://127.0.0.1:{port}/a.jpg", FAST)  # cert is not for the IP
     assert wrong_name.status == download.FAILED_TO_DOWNLOAD and "certificate" in wrong_name.message.lower()
+
+
+@pytest.fixture(scope="module")
+def busy_server():
+    """A server on 127.0.0.1 whose first answer to each path is 429 with a ``Retry-After``.
+
+    ``/after/25`` asks for 25 s, ``/date/25`` for an HTTP date 25 s ahead; the next request
+    to the same path gets an image. ``/down/N`` answers 503 every time, with no ``Retry-After``.
+    Yields the base URL and the request count of each path.
+    """
+    import email.utils
+    import http.server
+    import threading
+
+    from conftest import jpeg_bytes, solid
+
+    image = jpeg_bytes(solid((200, 200, 10)))
+    counts: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            counts[self.path] = counts.get(self.path, 0) + 1
+            _, form, seconds = self.path.split("/")
+            if form == "down":
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+            elif counts[self.path] == 1:
+                after = int(seconds)
+                self.send_response(429)
+                self.send_header("Retry-After", str(after) if form == "after" else
+                                 email.utils.formatdate(time.time() + after, usegmt=True))
+                self.send_header("Content-Length", "0")
+            else:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            if counts[self.path] > 1 and form != "down":
+                self.wfile.write(image)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", counts
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("form", ["after", "date"])
+def test_a_retry_after_past_the_deadline_ends_the_download_at_once(busy_server, form):
+    base, counts = busy_server
+    config = DownloadConfig(read_timeout=1.0, total_timeout=4.0, retries=3, backoff=0.01)
+    started = time.monotonic()
+    result = fetch(make_session(config), f"{base}/{form}/25", config)
+    assert result.status == download.FAILED_TO_DOWNLOAD
+    assert "HTTP 429" in result.message and "4 s deadline" in result.message
+    assert counts[f"/{form}/25"] == 1  # given up without a second request
+    assert time.monotonic() - started < 10  # a guard only: the bug slept the whole 25 s
+
+
+def test_a_retry_after_within_the_deadline_is_honoured(busy_server):
+    base, counts = busy_server
+    config = DownloadConfig(read_timeout=1.0, total_timeout=4.0, retries=3, backoff=0.01)
+    result = fetch(make_session(config), f"{base}/after/1", config)
+    assert result.status == download.OK
+    assert counts["/after/1"] == 2
+
+
+def test_a_backoff_past_the_deadline_ends_the_download_at_once(busy_server):
+    base, counts = busy_server
+    # urllib3 retries the first failure at once, then waits backoff * 2 = 20 s: past the deadline.
+    config = DownloadConfig(read_timeout=1.0, total_timeout=4.0, retries=3, backoff=10.0)
+    result = fetch(make_session(config), f"{base}/down/1", config)
+    assert result.status == download.FAILED_TO_DOWNLOAD
+    assert "HTTP 503" in result.message and "next retry" in result.message
+    assert counts["/down/1"] == 2
+
+
+@pytest.mark.parametrize("field, value", [
+    ("read_timeout", float("inf")), ("read_timeout", float("nan")), ("connect_timeout", 0.0),
+    ("total_timeout", float("inf")), ("max_bytes", 2**70), ("workers", 10**9),
+    ("retries", -1), ("retries", 1.5), ("backoff", float("nan")), ("workers", True),
+])
+def test_the_config_refuses_non_finite_and_absurd_numbers(field, value):
+    with pytest.raises(ValueError, match=f"`{field}` must be"):
+        DownloadConfig(**{field: value})

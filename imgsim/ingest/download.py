@@ -1,7 +1,8 @@
 """Downloading product images over HTTP, politely, safely and without losing a row.
 
 One :class:`requests.Session` with a pooled adapter serves all workers. Connection errors, 429
-and 5xx answers are retried with exponential backoff (honouring ``Retry-After``); bodies are
+and 5xx answers are retried with exponential backoff (honouring ``Retry-After`` while it fits
+in the transfer's deadline: a longer wait ends the transfer at once); bodies are
 capped in size, checked to decode as images, and written under a temporary name that is renamed
 into place, so no partial file ever exists.
 
@@ -17,8 +18,10 @@ headers or the body, with or without a Content-Length) cannot hold a worker.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import socket
 import threading
+import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -28,6 +31,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
+from imgsim.errors import ImgsimError
 from imgsim.ingest import safety
 from imgsim.ingest.images import ImageDecodeError, decode_image
 
@@ -35,6 +39,22 @@ OK = "ok"
 FAILED_TO_DOWNLOAD = "failed_to_download"
 FAILED_TO_DECODE = "failed_to_decode"
 TOO_LARGE = "too_large"
+
+MAX_BYTES_LIMIT = 200 * 2**20
+# The accepted range of each number in :class:`DownloadConfig` (the CLI states the same ranges).
+# Beyond these a value is a typo or an attack: an hour-long timeout holds a worker, an
+# unbounded cap lets one body fill the memory.
+LIMITS: dict[str, tuple[float, float]] = {
+    "workers": (1, 64),
+    "connect_timeout": (0.1, 300.0),
+    "read_timeout": (0.1, 300.0),
+    "total_timeout": (0.1, 1200.0),
+    "retries": (0, 10),
+    "backoff": (0.0, 60.0),
+    "max_bytes": (1, MAX_BYTES_LIMIT),
+    "max_redirects": (0, 20),
+}
+_WHOLE = frozenset({"workers", "retries", "max_bytes", "max_redirects"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +65,16 @@ class DownloadConfig:
         workers: Parallel downloads.
         connect_timeout: Seconds to wait for a connection.
         read_timeout: Seconds to wait for each read.
-        total_timeout: Seconds a whole transfer may take, redirects and retries included
-            (default ``4 * read_timeout``); enforced by closing the connection.
+        total_timeout: Seconds a whole transfer may take, redirects, retries and the waits
+            between them included (default ``4 * read_timeout``); enforced by closing the
+            connection, and by giving up on a retry whose wait would pass it.
         retries: Retries after the first try, on connection errors, 429 and 5xx.
         backoff: Base of the exponential backoff between retries, in seconds.
         max_bytes: Largest body accepted.
         user_agent: Sent with each request.
+        max_redirects: Redirect hops followed.
+
+    Every number must be finite and within its range in :data:`LIMITS`.
     """
 
     workers: int = 8
@@ -64,30 +88,26 @@ class DownloadConfig:
     max_redirects: int = 5
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError(f"`workers` must be >= 1. Received: workers={self.workers}")
-        if self.retries < 0:
-            raise ValueError(f"`retries` must be >= 0. Received: retries={self.retries}")
-        if self.max_bytes < 1:
-            raise ValueError(f"`max_bytes` must be >= 1. Received: max_bytes={self.max_bytes}")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise ValueError(
-                "timeouts must be > 0. Received: "
-                f"connect_timeout={self.connect_timeout}, read_timeout={self.read_timeout}"
-            )
-        if self.total_timeout is not None and self.total_timeout <= 0:
-            raise ValueError(
-                f"`total_timeout` must be > 0. Received: total_timeout={self.total_timeout}"
-            )
-        if self.max_redirects < 0:
-            raise ValueError(
-                f"`max_redirects` must be >= 0. Received: max_redirects={self.max_redirects}"
-            )
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if name == "total_timeout" and value is None:
+                continue
+            _check_number(name, value, low, high, integer=name in _WHOLE)
 
     @property
     def deadline(self) -> float:
         """Seconds one URL may take in all."""
         return self.total_timeout if self.total_timeout is not None else 4 * self.read_timeout
+
+
+def _check_number(name: str, value: object, low: float, high: float, *, integer: bool) -> None:
+    """Raises ``ValueError`` unless ``value`` is a finite number (whole if ``integer``) in range."""
+    kind_ok = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if isinstance(value, bool) or not kind_ok:
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+    if not low <= value <= high:  # also false for nan; inf is out of every range
+        raise ValueError(f"`{name}` must be in [{low}, {high}]. Received: {name}={value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +130,20 @@ class _Watchdog:
         self.fired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.seconds = seconds
+        self._ends = time.monotonic() + seconds
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
 
     def __enter__(self) -> _Watchdog:
         _local.watchdog = self
+        self._ends = time.monotonic() + self.seconds
         self._timer.start()
         return self
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline."""
+        return self._ends - time.monotonic()
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
@@ -151,6 +178,33 @@ def _watch(sock: socket.socket | None) -> None:
     watchdog = getattr(_local, "watchdog", None)
     if watchdog is not None:
         watchdog.add(sock)
+
+
+class _RetryPastDeadlineError(ImgsimError, RuntimeError):
+    """The wait before the next retry would end after the transfer's deadline."""
+
+
+class _DeadlineRetry(Retry):
+    """A Retry whose waits (``Retry-After`` or backoff) never outlast the transfer's deadline.
+
+    urllib3 sleeps between tries, where the watchdog has no socket to shut; so a wait that
+    would pass the deadline ends the transfer at once instead of being slept through.
+    """
+
+    def sleep(self, response=None) -> None:  # noqa: ANN001 - urllib3's signature
+        watchdog = getattr(_local, "watchdog", None)
+        if watchdog is not None:
+            asked = self.get_retry_after(response) if response is not None else None
+            wait = asked or self.get_backoff_time()  # urllib3 backs off when Retry-After is 0
+            if wait >= watchdog.remaining():
+                if response is not None:
+                    response.release_conn()
+                cause = f"HTTP {response.status}" if response is not None else "the connection failed"
+                how = "the server asked to wait" if asked else "the next retry was due in"
+                raise _RetryPastDeadlineError(
+                    f"{cause}; {how} {wait:g} s, past the {watchdog.seconds:g} s deadline"
+                )
+        super().sleep(response)
 
 
 class _CheckedConnectionMixin:
@@ -212,7 +266,7 @@ def make_session(config: DownloadConfig) -> requests.Session:
     it ignores proxy settings from the environment, since a proxy would resolve names where
     imgsim cannot check them.
     """
-    retry = Retry(
+    retry = _DeadlineRetry(
         total=config.retries,
         connect=config.retries,
         read=config.retries,
@@ -256,6 +310,8 @@ def fetch(session: requests.Session, url: str, config: DownloadConfig) -> Downlo
             result = _describe_request_error(url, err, config)
         except safety.AddressRefusedError as err:
             result = DownloadResult(url, FAILED_TO_DOWNLOAD, f"refused: {err}")
+        except _RetryPastDeadlineError as err:
+            result = DownloadResult(url, FAILED_TO_DOWNLOAD, str(err))
     if watchdog.fired:
         return DownloadResult(
             url, FAILED_TO_DOWNLOAD, f"transfer took over {config.deadline:g} s (the deadline)"
