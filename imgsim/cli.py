@@ -16,18 +16,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgsim import approaches as approaches_mod
-from imgsim.errors import ImgsimError
 
 EXIT_USER_ERROR = 2
-
-
-class UsageError(ImgsimError, ValueError):
-    """The command line was given arguments that do not go together."""
-
-
-def _prog() -> str:
-    """How the user started us: ``imgsim`` (the installed command) or ``python -m imgsim``."""
-    return "imgsim" if Path(sys.argv[0]).name == "imgsim" else "python -m imgsim"
 
 
 def _positive_int(text: str) -> int:
@@ -166,9 +156,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     sources = args.sources
     files = [p for p in sources if Path(p).suffix.lower() not in (".csv", ".zip") and not Path(p).is_dir()]
     if files and len(files) != len(sources):
-        raise UsageError("give either one folder, CSV or zip, or any number of image files")
+        raise ValueError("give either one folder, CSV or zip, or any number of image files")
     if not files and len(sources) != 1:
-        raise UsageError("give one folder, CSV or zip at a time")
+        raise ValueError("give one folder, CSV or zip at a time")
     catalog, counts = add_items(resolve_catalog(args.catalog), files or sources[0], labels=args.labels,
                                 label_column=args.label_column, download_config=_download_config(args),
                                 progress=tqdm_progress("ingest"))
@@ -236,9 +226,9 @@ def _query_photos(paths: list[str]) -> list[Path]:
         else:
             photos.append(path)
         if len(photos) > MAX_QUERY_PHOTOS:
-            raise UsageError(f"at most {MAX_QUERY_PHOTOS} photos per run. Received: more than that")
+            raise ValueError(f"at most {MAX_QUERY_PHOTOS} photos per run. Received: more than that")
     if not photos:
-        raise UsageError(f"no photos found in {', '.join(paths)}")
+        raise ValueError(f"no photos found in {', '.join(paths)}")
     return photos
 
 
@@ -250,7 +240,7 @@ def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise UsageError(f"`--box` must be x0,y0,x1,y1 in pixels. Received: {text!r}")
+        raise ValueError(f"`--box` must be x0,y0,x1,y1 in pixels. Received: {text!r}")
     return box  # type: ignore[return-value]
 
 
@@ -471,6 +461,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prog() -> str:
+    """How the user started us: ``imgsim`` (the installed command) or ``python -m imgsim``."""
+    return "imgsim" if Path(sys.argv[0]).name == "imgsim" else "python -m imgsim"
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What ends a command with one line on stderr instead of a traceback.
 
@@ -479,6 +474,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     Milvus server that is down or refuses raises pymilvus' own error, counted only where pymilvus
     was loaded (this is evaluated as the error arrives).
     """
+    from imgsim.errors import ImgsimError
+
     errors: list[type[BaseException]] = [ImgsimError, ValueError, FileNotFoundError, PermissionError]
     milvus = sys.modules.get("pymilvus.exceptions")
     if milvus is not None and hasattr(milvus, "MilvusException"):

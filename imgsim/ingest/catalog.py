@@ -557,7 +557,7 @@ def refuse_repeated_ids(specs: list[sources.ItemSpec], source: str | list[str]) 
     if repeated:
         examples = "; ".join(f"{item_id} ({len(found)} times: {', '.join(sorted(set(found))[:3])})"
                              for item_id, found in repeated[:3])
-        raise sources.SourceError(f"{what} repeats item ids, which must be unique: {examples}"
+        raise sources.SourceError(f"{what}: item ids must be unique, but some repeat: {examples}"
                                   + (f"; and {len(repeated) - 3} more" if len(repeated) > 3 else ""))
 
 
