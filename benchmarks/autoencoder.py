@@ -31,19 +31,16 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train  # noqa: E402
-from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
-from imgsim.approaches.features import _keras  # noqa: E402
-from imgsim.ingest.images import decode_image, encode_jpeg, load_square, to_square  # noqa: E402
+from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, build_conv, build_seed, train
+from imgsim.approaches.features import _keras
+from imgsim.evaluate import chance_precision, evaluate_embeddings
+from imgsim.ingest.images import decode_image, encode_jpeg, load_square, to_square
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 MYNTRA = DATA / "images"

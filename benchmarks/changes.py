@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,12 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim import approaches as approaches_mod  # noqa: E402
-from imgsim.storage.artifacts import read_manifest  # noqa: E402
-from imgsim.build import BuildOptions, build, refresh  # noqa: E402
-from imgsim.ingest.catalog import Catalog, add_items, remove_items  # noqa: E402
+from imgsim import approaches as approaches_mod
+from imgsim.build import BuildOptions, build, refresh
+from imgsim.ingest.catalog import Catalog, add_items, remove_items
+from imgsim.storage.artifacts import read_manifest
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 LABEL = "articleType"

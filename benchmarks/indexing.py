@@ -14,18 +14,15 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.approaches.features import load_extractor  # noqa: E402
-from imgsim.ingest.images import encode_jpeg, load_square  # noqa: E402
-from imgsim.storage.stores import iter_batches  # noqa: E402
+from imgsim.approaches.features import load_extractor
+from imgsim.ingest.images import encode_jpeg, load_square
+from imgsim.storage.stores import iter_batches
 
 MYNTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval" / "images"
 

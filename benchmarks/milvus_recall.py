@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.index.milvus import KIND, MilvusBackend  # noqa: E402
-from imgsim.index.exact import Index  # noqa: E402
+from imgsim.index.exact import Index
+from imgsim.index.milvus import KIND, MilvusBackend
 
 MYNTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval" / "images"
 

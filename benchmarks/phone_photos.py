@@ -32,17 +32,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.build import BuildOptions, build  # noqa: E402
-from imgsim.ingest.catalog import Catalog  # noqa: E402
-from imgsim.evaluate import evaluate_embeddings  # noqa: E402
-from imgsim.approaches.features import load_extractor  # noqa: E402
-from imgsim.ingest.images import decode_image, to_square  # noqa: E402
-from imgsim.phonesim import product_mask, simulate_photo  # noqa: E402
-from imgsim.approaches.regions import RegionConfig, RegionEmbedder, search_regions  # noqa: E402
-from imgsim.index.exact import Index  # noqa: E402
-from imgsim.storage.stores import Store, store_path  # noqa: E402
+from imgsim.approaches.features import load_extractor
+from imgsim.approaches.regions import RegionConfig, RegionEmbedder, search_regions
+from imgsim.build import BuildOptions, build
+from imgsim.evaluate import evaluate_embeddings
+from imgsim.index.exact import Index
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.images import decode_image, to_square
+from imgsim.phonesim import product_mask, simulate_photo
+from imgsim.storage.stores import Store, store_path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"
 LABEL = "articleType"

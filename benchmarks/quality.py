@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.build import load_squares  # noqa: E402
-from imgsim.engine import Engine  # noqa: E402
-from imgsim.evaluate import chance_precision, evaluate_embeddings  # noqa: E402
-from imgsim.approaches.features import ExtractorOptions, ExtractorUnavailableError, load_extractor  # noqa: E402
-from imgsim.storage.stores import iter_batches  # noqa: E402
-from imgsim.approaches.tuned import cross_validated_scores  # noqa: E402
+from imgsim.approaches.features import ExtractorOptions, ExtractorUnavailableError, load_extractor
+from imgsim.approaches.tuned import cross_validated_scores
+from imgsim.build import load_squares
+from imgsim.engine import Engine
+from imgsim.evaluate import chance_precision, evaluate_embeddings
+from imgsim.storage.stores import iter_batches
 
 VARIANTS = {
     "pretrained+gem": ("efficientnet_lite0", ExtractorOptions(pooling="gem")),

@@ -31,15 +31,12 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from imgsim.index.exact import Index  # noqa: E402
+from imgsim.index.exact import Index
 
 
 def timings(fn, reps: int) -> dict[str, float]:

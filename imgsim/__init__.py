@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import imgsim._quiet  # noqa: F401 (before any submodule: TensorFlow reads its settings when it loads)
+
 __version__ = "0.2.0"
 
 _EXPORTS = {

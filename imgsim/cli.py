@@ -28,8 +28,6 @@ from imgsim.arguments import (
 )
 from imgsim.ingest.download import LIMITS as DOWNLOAD_LIMITS
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 EXIT_USER_ERROR = 2
 
 
@@ -121,7 +119,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _approach_list(text: str | None) -> tuple[str, ...] | None:
     """``all`` (or nothing) -> None (every approach that applies), else the comma-separated names."""
-    if not text or text.strip() in ("all", "both"):
+    if not text or text.strip() == "all":
         return None
     return tuple(a.strip() for a in text.split(",") if a.strip())
 
@@ -157,7 +155,7 @@ def _refresh_stores(catalog) -> None:
 
     updated = refresh(catalog, progress=tqdm_progress, log=lambda m: print(m, flush=True))
     if not updated:
-        print("no approach is built yet: run `python -m imgsim build` for this catalogue")
+        print(f"no approach is built yet: run `{_prog()} build` for this catalogue")
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -369,7 +367,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = engine.store(approach).manifest
         print(f"  {approach}: {engine.label(approach)}, {m['dim']}-d, {m['count']} rows, {m['metric']}")
     for approach, why in engine.unavailable().items():
-        print(f"  {approach}: unavailable ({why}); build it with: python -m imgsim build "
+        print(f"  {approach}: unavailable ({why}); build it with: {_prog()} build "
               f"{engine.catalog.manifest.get('source')} --out {engine.catalog.root} --approaches {approach}")
     for line in engine.drift():
         print(f"  {line}")
@@ -394,7 +392,7 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m imgsim``."""
     parser = _Parser(
-        prog="python -m imgsim",
+        prog=_prog(),
         description="Image similarity search for product catalogues: a pretrained CNN and an "
                     "autoencoder trained on the catalogue.",
     )
@@ -509,24 +507,63 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code."""
-    from imgsim.approaches.features import ExtractorUnavailableError
-    from imgsim.ingest.images import ImageDecodeError
-    from imgsim.ingest.sources import SourceError
-    from imgsim.storage.artifacts import ArtifactError
+def _prog() -> str:
+    """How the user started us: ``imgsim`` (the installed command) or ``python -m imgsim``."""
+    return "imgsim" if Path(sys.argv[0]).name == "imgsim" else "python -m imgsim"
 
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What ends a command with one line on stderr instead of a traceback.
+
+    Every error imgsim raises on purpose is an :class:`~imgsim.errors.ImgsimError`; ``ValueError``
+    (misuse such as ``k <= 0``) and a missing or unreadable file are the user's to fix too. A
+    Milvus server that is down or refuses raises pymilvus' own error, counted only where pymilvus
+    was loaded (this is evaluated as the error arrives).
+    """
+    from imgsim.errors import ImgsimError
+
+    errors: list[type[BaseException]] = [ImgsimError, ValueError, FileNotFoundError, PermissionError]
+    milvus = sys.modules.get("pymilvus.exceptions")
+    if milvus is not None and hasattr(milvus, "MilvusException"):
+        errors.append(milvus.MilvusException)
+    return tuple(errors)
+
+
+def _hint(err: BaseException) -> str:
+    """The command that fixes ``err``, where the command line knows one (library messages name none)."""
+    from imgsim.ingest.catalog import CatalogNotFoundError, CatalogOutdatedError
+    from imgsim.ingest.sources import DEMO_PACKAGE, DemoUnavailableError
+
+    prog = _prog()
+    if isinstance(err, CatalogNotFoundError):
+        return f"build one with: {prog} build SOURCE --out {err.root}"
+    if isinstance(err, CatalogOutdatedError):
+        return f"rebuild it with: {prog} build SOURCE --out {err.root}"
+    if isinstance(err, DemoUnavailableError):
+        return f"install it with: sudo apt-get install -y {DEMO_PACKAGE}; or: {prog} build PATH --out CATALOG"
+    return ""
+
+
+def _error_line(command: str, err: BaseException) -> str:
+    """``imgsim COMMAND: error: MESSAGE[; HINT]`` on one line."""
+    message = getattr(err, "message", None) if type(err).__name__ == "MilvusException" else None
+    text = f"Milvus: {message}" if message else str(err) or type(err).__name__
+    hint = _hint(err)
+    line = " ".join(f"imgsim {command}: error: {text}".split())  # a message never spans lines here
+    return f"{line}; {hint}" if hint else line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code.
+
+    A user's mistake (see :func:`_user_errors`) ends with one line on stderr and exit code 2;
+    Ctrl-C with 130 and a line saying how to resume.
+    """
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ImageDecodeError, SourceError, ArtifactError, ExtractorUnavailableError, ValueError,
-            FileNotFoundError, PermissionError) as err:
-        print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as err:
-        if type(err).__name__ != "MilvusException":  # a Milvus server that is down or refuses
-            raise
-        print(f"imgsim {args.command}: error: Milvus: {getattr(err, 'message', err)}", file=sys.stderr)
+    except _user_errors() as err:
+        print(_error_line(args.command, err), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"imgsim {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)

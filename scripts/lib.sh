@@ -13,9 +13,13 @@ apt_install() {
     || echo "== could not install ${missing[*]}; continuing without"
 }
 
-# make_venv REQUIREMENTS: creates .venv (once) and installs the requirements into it.
+# make_venv REQUIREMENTS: creates .venv (once), installs the pinned requirements into it, then
+# this checkout, editable (its dependencies are already there), so `imgsim` works from any
+# directory and benchmarks import the package like any other.
 make_venv() {
   [ -x .venv/bin/python ] || python3 -m venv .venv
   echo "== installing Python packages from $1"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$1"
+  echo "== installing imgsim from this checkout (editable)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 }

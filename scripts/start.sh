@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs imgsim and starts the app on the demo catalogue (built on first run).
+# Installs imgsim (its pinned requirements, then this checkout, editable: `imgsim` works from any
+# directory) and starts the app on the demo catalogue (built on first run).
 # Usage: bash scripts/start.sh [extra `streamlit run` options]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the test dependencies (Python packages, Debian's Chromium and the demo stamps) and runs
-# the whole test suite. Extra arguments go to pytest.
+# Installs the test dependencies (Python packages, this checkout editable, Debian's Chromium and
+# the demo stamps) and runs the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -1,7 +1,9 @@
-"""Tiny data for the tests: images of every awkward kind, a local HTTP server, a small catalogue."""
+"""Tiny data for the tests: images of every awkward kind, local HTTP servers, a small catalogue,
+and the one fake extractor."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -9,13 +11,13 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +133,43 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: root / name for name in files}
 
 
+class FakeExtractor:
+    """A deterministic extractor for fast tests: each image's mean colour and a constant 1, as a
+    unit row. ``fail_after`` calls, it raises (a power cut mid-build); ``calls`` counts batches."""
+
+    name, dim, image_size = "fake", 4, 8
+
+    def __init__(self, fingerprint: str = "v1", fail_after: int | None = None) -> None:
+        self.fingerprint = fingerprint
+        self.options: dict = {}
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 8, 8, 3)`` uint8 -> ``(N, 4)`` float32 unit rows."""
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("power cut")
+        mean = batch.reshape(len(batch), self.image_size ** 2, 3).mean(axis=1) / 255
+        rows = np.concatenate([mean, np.ones((len(batch), 1))], axis=1)
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def serve(handler: type[http.server.BaseHTTPRequestHandler], tls=None) -> Iterator[int]:
+    """A real HTTP server (HTTPS with an ``ssl.SSLContext``) on 127.0.0.1 in a thread; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves the scenarios a product-image download meets in the wild."""
 
@@ -181,13 +220,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def http_server():
     """A real HTTP server on 127.0.0.1; yields its base URL and per-path request counts."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _Handler.counts
-    server.shutdown()
-    server.server_close()
+    with serve(_Handler) as port:
+        yield f"http://127.0.0.1:{port}", _Handler.counts
 
 
 def make_shop(root: Path, per_class: int = 4) -> Path:
@@ -282,10 +316,5 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def hostile_server():
     """A misbehaving HTTP server on 127.0.0.1; yields its base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(_HostileHandler) as port:
+        yield f"http://127.0.0.1:{port}"

@@ -52,8 +52,9 @@ def test_labels_csv_without_path_column_is_refused(shop_dir, tmp_path):
 def test_missing_source_and_missing_catalogue(tmp_path):
     with pytest.raises(sources.SourceError, match="does not exist"):
         ingest(str(tmp_path / "nowhere"), tmp_path / "cat")
-    with pytest.raises(CatalogError, match="no catalogue"):
+    with pytest.raises(catalog.CatalogNotFoundError, match="no catalogue") as missing:
         Catalog.load(tmp_path / "cat")
+    assert missing.value.root == tmp_path / "cat" and "imgsim build" not in str(missing.value)
 
 
 def test_flipkart_cells_are_parsed():
@@ -242,8 +243,9 @@ def test_an_old_format_catalogue_asks_for_a_rebuild_and_a_build_replaces_it(shop
     root.mkdir()
     (root / "manifest.json").write_text(json.dumps({"kind": "catalog", "format_version": 1}))
     pd.DataFrame({"id": ["x"]}).to_parquet(root / "items.parquet")
-    with pytest.raises(CatalogError, match="Rebuild"):
+    with pytest.raises(catalog.CatalogOutdatedError, match="built again from its source") as refused:
         Catalog.load(root)
+    assert refused.value.root == root and "imgsim build" not in str(refused.value)  # the CLI adds the command
     cat = ingest(str(shop_dir), root)
     assert len(cat.ok) == 12 and not (root / "items.parquet").exists()
 
@@ -254,3 +256,36 @@ def test_a_directory_holding_another_artifact_is_left_alone(shop_dir, tmp_path):
     (root / "manifest.json").write_text(json.dumps({"kind": "embedding_store"}))
     with pytest.raises(CatalogError, match="not a catalogue"):
         ingest(str(shop_dir), root)
+
+
+# -- duplicate ids are refused at add time, as at build time, before anything is committed -------
+
+def _committed(root):
+    return json.loads((root / "manifest.json").read_text())["items_file"]
+
+
+def test_add_refuses_a_csv_that_repeats_an_id_naming_it(shop_dir, tmp_path):
+    cat = ingest(str(shop_dir), tmp_path / "cat")
+    folder = tmp_path / "more"
+    shutil.copytree(shop_dir / "reds", folder)
+    rows = [f'p7,Dress {i},"[""X >> Y""]",red_{i}.png,Acme' for i in range(3)] + ['p8,Shirt,[],red_3.png,Acme']
+    (folder / "more.csv").write_text(FLIPKART_HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(sources.SourceError, match=r"ids must be unique.*p7 \(3 times") as refused:
+        catalog.add_items(cat.root, str(folder / "more.csv"))
+    assert "p8" not in str(refused.value)
+    assert _committed(cat.root) == cat.manifest["items_file"]  # nothing was committed
+    assert len(list((cat.root / "thumbs").iterdir())) == len(cat.ok)  # nor anything read
+
+
+def test_add_refuses_two_image_files_of_the_same_name(shop_dir, tmp_path):
+    cat = ingest(str(shop_dir), tmp_path / "cat")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(shop_dir / "blues" / f"blue_{folder == 'b':d}.png", tmp_path / folder / "photo.png")
+    files = [str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.png")]
+    with pytest.raises(sources.SourceError, match="ids must be unique") as refused:
+        catalog.add_items(cat.root, files)
+    assert "a/photo.png" in str(refused.value) and "b/photo.png" in str(refused.value)
+    assert _committed(cat.root) == cat.manifest["items_file"]
+    added, counts = catalog.add_items(cat.root, files[:1])  # one of them alone is added
+    assert counts["added"] == 1 and added.items["id"].is_unique

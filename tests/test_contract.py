@@ -7,21 +7,9 @@ store built with it is refused for a model that differs.
 
 import numpy as np
 import pytest
+from conftest import FakeExtractor
 
 from imgsim.storage.stores import Store, StoreMismatchError, build_store, model_spec, store_path
-
-
-class FakeExtractor:
-    """The test fake: mean colour, unit rows (what the store tests use)."""
-
-    name, dim, image_size, options = "fake", 3, 8, {}
-
-    def __init__(self, fingerprint="fake-v1"):
-        self.fingerprint = fingerprint
-
-    def embed(self, batch):
-        mean = batch.reshape(len(batch), self.image_size ** 2, 3).mean(axis=1).astype(np.float32) + 1.0
-        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
 
 
 def lite0(tmp_path, catalog):
@@ -45,8 +33,8 @@ def autoencoder(variant):
 
 def tuned(tmp_path, catalog):
     from imgsim.approaches.features import load_extractor
-    from imgsim.storage.stores import iter_batches
     from imgsim.approaches.tuned import TunedExtractor, fit_projection, save_projection
+    from imgsim.storage.stores import iter_batches
 
     base = load_extractor("efficientnet_lite0")
     features = np.concatenate([base.embed(b) for b in iter_batches(catalog.thumb_paths(), 224, 16)])

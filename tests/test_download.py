@@ -173,9 +173,8 @@ def tls_server(tmp_path_factory):
     import shutil
     import ssl
     import subprocess
-    import threading
 
-    from conftest import jpeg_bytes, solid
+    from conftest import jpeg_bytes, serve, solid
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -196,14 +195,10 @@ def tls_server(tmp_path_factory):
             self.end_headers()
             self.wfile.write(image)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], folder / "cert.pem"
-    server.shutdown()
-    server.server_close()
+    with serve(Handler, tls=context) as port:
+        yield port, folder / "cert.pem"
 
 
 def test_https_connects_to_the_checked_address_and_still_verifies_the_name(tls_server, monkeypatch):

@@ -82,6 +82,68 @@ def test_bad_input_exits_with_one_line(argv, words, capsys):
     assert words in err and "\n" not in err and "Traceback" not in err
 
 
+def test_the_cli_adds_the_command_that_fixes_a_missing_catalogue(tmp_path, capsys):
+    """The library's message names no command (browsers read it); the CLI's line ends with one."""
+    assert main(["info", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"imgsim info: error: no catalogue at {tmp_path / 'nowhere'}; "
+                   f"build one with: python -m imgsim build SOURCE --out {tmp_path / 'nowhere'}")
+
+
+def test_every_imgsim_error_is_caught_once_and_other_errors_are_bugs(monkeypatch, capsys):
+    """Any ImgsimError, a new one included, ends as one line with exit 2; a bug keeps its traceback."""
+    from imgsim import cli
+    from imgsim.errors import ImgsimError
+
+    class NewError(ImgsimError, RuntimeError):
+        pass
+
+    def fail(args):
+        raise NewError("the first line\nand the second")
+
+    monkeypatch.setattr(cli, "cmd_list", fail)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == "imgsim list: error: the first line and the second\n"
+
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_list", bug)
+    with pytest.raises(KeyError):
+        main(["list"])
+
+
+def test_a_milvus_error_still_ends_with_one_line(monkeypatch, capsys):
+    """pymilvus' own error (a server that is down) is counted once pymilvus is loaded."""
+    import types
+
+    from imgsim import cli
+
+    class MilvusException(Exception):  # noqa: N818 (pymilvus' name)
+        message = "server unavailable"
+
+    monkeypatch.setitem(sys.modules, "pymilvus.exceptions", types.SimpleNamespace(MilvusException=MilvusException))
+
+    def fail(args):
+        raise MilvusException("<MilvusException: (code=2, message=server unavailable)>")
+
+    monkeypatch.setattr(cli, "cmd_list", fail)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == "imgsim list: error: Milvus: server unavailable\n"
+
+
+def test_add_of_two_files_of_the_same_name_is_one_line(shop_dir, tmp_path, capsys):
+    from imgsim.ingest.catalog import ingest
+
+    cat = ingest(str(shop_dir), tmp_path / "cat")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.png").write_bytes((shop_dir / "reds" / "red_0.png").read_bytes())
+    assert main(["add", str(cat.root), str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("imgsim add: error: these image files: item ids must be unique")
+
+
 def test_unreadable_query_image(built_catalog, samples, capsys):
     assert main(["query", str(built_catalog), str(samples["page.jpg"])]) == 2
     assert "HTML page" in capsys.readouterr().err
@@ -105,6 +167,41 @@ def test_argument_errors_are_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("imgsim: error:") and "\n" not in err
+
+
+def _quiet_env() -> dict[str, str]:
+    """The environment of a user who set none of TensorFlow's logging variables."""
+    import os
+
+    from imgsim._quiet import ENVIRONMENT
+
+    return {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+
+
+NOISE = ("absl", "oneDNN", "tensorflow", "cpu_feature_guard", "I0000", "W0000", "WARNING")
+
+
+def test_a_bad_photo_is_exactly_one_line_on_stderr(built_catalog, samples):
+    """No TensorFlow start-up lines: the one line the README promises, and exit code 2."""
+    run = subprocess.run([sys.executable, "-m", "imgsim", "query", str(built_catalog), str(samples["page.jpg"])],
+                         capture_output=True, text=True, env=_quiet_env())
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("imgsim query: error:"), run.stderr
+    assert "HTML page" in run.stderr
+
+
+def test_info_prints_no_tensorflow_lines(built_catalog):
+    run = subprocess.run([sys.executable, "-m", "imgsim", "info", str(built_catalog)],
+                         capture_output=True, text=True, env=_quiet_env())
+    assert run.returncode == 0 and "pretrained" in run.stdout
+    assert not [line for line in run.stderr.splitlines() if any(word in line for word in NOISE)], run.stderr
+
+
+def test_quiet_never_overrides_what_the_user_set():
+    code = "import os, imgsim; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    env = {**_quiet_env(), "TF_ENABLE_ONEDNN_OPTS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.split()
+    assert out == ["1", "2"]
 
 
 def test_k_must_be_positive_and_help_documents_imports():

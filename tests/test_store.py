@@ -2,31 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import FakeExtractor
 
-from imgsim.storage.artifacts import ArtifactError
 from imgsim.ingest.catalog import ingest
+from imgsim.storage.artifacts import ArtifactError
 from imgsim.storage.stores import Store, StoreMismatchError, build_store, model_spec, store_path
-
-
-class FakeExtractor:
-    """A deterministic extractor: mean colour plus a constant, for fast store tests."""
-
-    name = "fake"
-    dim = 4
-    image_size = 8
-    options: dict = {}
-
-    def __init__(self, fingerprint="v1", fail_after=None):
-        self.fingerprint = fingerprint
-        self.calls = 0
-        self.fail_after = fail_after
-
-    def embed(self, batch):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise RuntimeError("power cut")
-        mean = batch.reshape(len(batch), -1, 3).mean(axis=1) / 255
-        return np.concatenate([mean, np.ones((len(batch), 1))], axis=1).astype(np.float32)
 
 
 @pytest.fixture

@@ -60,7 +60,6 @@ from imgsim.storage.artifacts import (
 
 FORMAT_VERSION = 2
 KIND = "catalog"
-ITEMS = "items.parquet"  # format 1's fixed name; format 2 names the table in the manifest
 MANIFEST = "manifest.json"
 THUMB_SIDE = 256
 CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256", "added_at")
@@ -78,6 +77,30 @@ SVG_KINDS = frozenset({"demo", "folder", "zip_folder"})
 
 class CatalogError(ArtifactError):
     """A catalogue cannot be built or loaded; the message says why."""
+
+
+class CatalogNotFoundError(CatalogError):
+    """No catalogue is at ``root`` (building one there makes it).
+
+    Attributes:
+        root: The directory given.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(f"no catalogue at {root}")
+        self.root = root
+
+
+class CatalogOutdatedError(CatalogError):
+    """The catalogue at ``root`` cannot be read as it is; building it again from its source fixes it.
+
+    Attributes:
+        root: The catalogue's directory.
+    """
+
+    def __init__(self, root: Path, message: str) -> None:
+        super().__init__(message)
+        self.root = root
 
 
 def file_stem(item_id: str) -> str:
@@ -112,26 +135,28 @@ class Catalog:
         """Loads the catalogue at ``root``.
 
         Raises:
-            CatalogError: No catalogue is there, it was written by an incompatible version, or
-                the items table its manifest names is missing.
+            CatalogNotFoundError: No catalogue is there.
+            CatalogOutdatedError: It was written by an incompatible version, or the items table
+                its manifest names is missing.
+            CatalogError: The manifest is unreadable or belongs to another kind of artifact.
         """
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise CatalogError(f"no catalogue at {root} (build one with: python -m imgsim build)")
+            raise CatalogNotFoundError(root)
         try:
             manifest = read_manifest(root, KIND)
         except ArtifactError as err:
             raise CatalogError(str(err)) from err
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise CatalogError(
-                f"{root} has catalogue format {manifest.get('format_version')}; this imgsim reads "
-                f"format {FORMAT_VERSION}. Rebuild it with: python -m imgsim build"
+            raise CatalogOutdatedError(
+                root, f"{root} has catalogue format {manifest.get('format_version')}; this imgsim reads "
+                f"format {FORMAT_VERSION}, so it must be built again from its source"
             )
         items_file = str(manifest.get("items_file") or "")
         if not re.fullmatch(r"items-[0-9a-f]{16}\.parquet", items_file) or not (root / items_file).is_file():
-            raise CatalogError(
-                f"{root}: the items table {items_file or '(none)'} named by its manifest is missing. "
-                "Rebuild it with: python -m imgsim build"
+            raise CatalogOutdatedError(
+                root, f"{root}: the items table {items_file or '(none)'} named by its manifest is missing, "
+                "so it must be built again from its source"
             )
         items = pd.read_parquet(root / items_file)
         return cls(root, manifest, items)
@@ -304,11 +329,6 @@ def _read_source(
         return REFUSED, message, None
 
 
-def glob_escape(text: str) -> str:
-    """Escapes glob metacharacters in a file stem."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
 def _ingest_one(
     spec: sources.ItemSpec,
     root: Path,
@@ -447,43 +467,12 @@ def ingest(
     root = Path(out).expanduser()
     previous, old_manifest = _previous_rows(root)
     kind, specs = plan(source, labels, label_column, unpack_dir=root / "sources")
-    if not specs:
-        raise sources.SourceError(f"{source} lists no items")
-    ids = [s.id for s in specs]
-    if len(set(ids)) != len(ids):
-        dupes = pd.Series(ids)[pd.Series(ids).duplicated()].unique()[:3]
-        raise sources.SourceError(f"{source} repeats item ids, e.g. {', '.join(map(str, dupes))}")
+    refuse_repeated_ids(specs, source)
     root.mkdir(parents=True, exist_ok=True)
-    config = download_config or download.DownloadConfig()
-    session = download.make_session(config) if any(s.is_url for s in specs) else None
-    allow_svg = kind in SVG_KINDS
-
-    rows: list[dict[str, Any] | None] = [None] * len(specs)
-    done = up_to_date = 0
-    progress(0, len(specs), "reading")
-    workers = config.workers if session is not None else min(4, os.cpu_count() or 1)
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            pool.submit(_ingest_one, spec, root, session, config, previous.get(spec.id),
-                        allow_svg=allow_svg, refresh=refresh_downloads): i
-            for i, spec in enumerate(specs)
-        }
-        for future in cf.as_completed(futures):
-            row = future.result()
-            up_to_date += bool(row.pop("up_to_date", False))
-            rows[futures[future]] = row
-            done += 1
-            progress(done, len(specs), specs[futures[future]].fields.get("name", "")[:40])
-
-    stamp_added(rows, previous)
-    items = pd.DataFrame(rows)
-    for column in CORE_COLUMNS:
-        if column not in items.columns:
-            items[column] = ""
-    extras = [c for c in items.columns if c not in CORE_COLUMNS]
-    items = items[list(CORE_COLUMNS) + extras].fillna("").astype(str)
-    counts = items["status"].value_counts().to_dict()
-    ok = items[items["status"] == OK]
+    rows, up_to_date = _ingest_specs(root, specs, previous, allow_svg=kind in SVG_KINDS,
+                                     download_config=download_config, progress=progress,
+                                     refresh=refresh_downloads)
+    items = _items_table(pd.DataFrame(rows))
     source_dir = root / "sources" / _sha256_file(Path(source)) if kind.startswith("zip_") else None
     manifest = {
         "kind": KIND,
@@ -493,11 +482,8 @@ def ingest(
         "labels": str(labels) if labels else None,
         "label_column": label_column or "label",
         "thumb_side": THUMB_SIDE,
-        "n_items": int(len(items)),
-        "n_ok": int(counts.get(OK, 0)),
+        **_counts(items),
         "n_up_to_date": int(up_to_date),
-        "status_counts": {k: int(v) for k, v in counts.items()},
-        "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist()),
         "created": old_manifest.get("created", now_iso()),
         "updated": now_iso(),
         "library_versions": library_versions(),
@@ -549,44 +535,86 @@ def stamp_added(rows: list[dict[str, Any]], previous: dict[str, dict[str, Any]])
         row["added_at"] = str((previous.get(row["id"]) or {}).get("added_at") or now)
 
 
+def refuse_repeated_ids(specs: list[sources.ItemSpec], source: str | list[str]) -> None:
+    """Refuses a source with no items, or with an id more than once (a table's ids are unique).
+
+    Args:
+        specs: The items a source lists.
+        source: What they came from, for the message.
+
+    Raises:
+        sources.SourceError: No items, or repeated ids; the message names up to three of them,
+            how often each comes and where from (rows of a CSV share a URL or a path; two image
+            files of the same name share their id).
+    """
+    what = "these image files" if isinstance(source, list) else str(source)
+    if not specs:
+        raise sources.SourceError(f"{what} lists no items")
+    where: dict[str, list[str]] = {}
+    for spec in specs:
+        where.setdefault(spec.id, []).append(spec.source)
+    repeated = [(item_id, found) for item_id, found in where.items() if len(found) > 1]
+    if repeated:
+        examples = "; ".join(f"{item_id} ({len(found)} times: {', '.join(sorted(set(found))[:3])})"
+                             for item_id, found in repeated[:3])
+        raise sources.SourceError(f"{what}: item ids must be unique, but some repeat: {examples}"
+                                  + (f"; and {len(repeated) - 3} more" if len(repeated) > 3 else ""))
+
+
 def _ingest_specs(root: Path, specs: list[sources.ItemSpec], previous: dict[str, dict[str, Any]], *,
                   allow_svg: bool, download_config: download.DownloadConfig | None,
-                  progress: Progress) -> list[dict[str, Any]]:
-    """Reads, decodes and thumbnails ``specs`` in parallel (each ends with a status)."""
+                  progress: Progress, refresh: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Reads, decodes and thumbnails ``specs`` in parallel: the one ingestion loop.
+
+    Each row ends with a status and an ``added_at`` stamp. ``refresh`` downloads URLs again.
+
+    Returns:
+        The rows, in the order of ``specs``, and how many were kept up to date from ``previous``.
+    """
     config = download_config or download.DownloadConfig()
     session = download.make_session(config) if any(s.is_url for s in specs) else None
     workers = config.workers if session is not None else min(4, os.cpu_count() or 1)
     rows: list[dict[str, Any]] = [{}] * len(specs)
-    done = 0
+    done = up_to_date = 0
+    progress(0, len(specs), "reading")
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_ingest_one, spec, root, session, config, previous.get(spec.id),
-                               allow_svg=allow_svg): i for i, spec in enumerate(specs)}
+                               allow_svg=allow_svg, refresh=refresh): i for i, spec in enumerate(specs)}
         for future in cf.as_completed(futures):
             row = future.result()
-            row.pop("up_to_date", None)
+            up_to_date += bool(row.pop("up_to_date", False))
             rows[futures[future]] = row
             done += 1
             progress(done, len(specs), str(specs[futures[future]].fields.get("name", ""))[:40])
-    return rows
+    stamp_added(rows, previous)
+    return rows, up_to_date
 
 
-def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> Catalog:
-    """Commits a changed items table with an updated manifest (one atomic step, then clean-up)."""
+def _items_table(items: pd.DataFrame) -> pd.DataFrame:
+    """The core columns first, then the metadata, every cell a string, indexed 0..n-1."""
     for column in CORE_COLUMNS:
         if column not in items.columns:
             items[column] = ""
     extras = [c for c in items.columns if c not in CORE_COLUMNS]
-    items = items[list(CORE_COLUMNS) + extras].fillna("").astype(str).reset_index(drop=True)
+    return items[list(CORE_COLUMNS) + extras].fillna("").astype(str).reset_index(drop=True)
+
+
+def _counts(items: pd.DataFrame) -> dict[str, Any]:
+    """The manifest's counts and content fingerprint of an items table."""
     counts = items["status"].value_counts().to_dict()
     ok = items[items["status"] == OK]
+    return {"n_items": int(len(items)), "n_ok": int(counts.get(OK, 0)),
+            "status_counts": {k: int(v) for k, v in counts.items()},
+            "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist())}
+
+
+def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> Catalog:
+    """Commits a changed items table with an updated manifest (one atomic step, then clean-up)."""
+    items = _items_table(items)
     manifest = {k: v for k, v in catalog.manifest.items() if k != "items_file"}
     history = list(manifest.get("changes", []))[-49:] + [{**change, "at": now_iso()}]
-    manifest.update({
-        "n_items": int(len(items)), "n_ok": int(counts.get(OK, 0)),
-        "status_counts": {k: int(v) for k, v in counts.items()},
-        "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist()),
-        "updated": now_iso(), "changes": history, "library_versions": library_versions(),
-    })
+    manifest.update({**_counts(items), "updated": now_iso(), "changes": history,
+                     "library_versions": library_versions()})
     items_file = _commit(catalog.root, items, manifest)
     _clean_up(catalog.root, items_file, items, None)
     return Catalog(catalog.root, {**manifest, "items_file": items_file}, items)
@@ -606,7 +634,8 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
 
     Raises:
         CatalogError: No catalogue at ``root``.
-        sources.SourceError: The source cannot be read.
+        sources.SourceError: The source cannot be read, lists no items, or repeats an id (two
+            image files of the same name, a CSV with an id twice); nothing is changed then.
     """
     catalog = Catalog.load(root)
     if isinstance(source, list):
@@ -616,12 +645,10 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
         kind, specs = "images", _image_file_specs(paths)
     else:
         kind, specs = plan(source, labels, label_column, unpack_dir=catalog.root / "sources")
-    if not specs:
-        raise sources.SourceError(f"{source} lists no items")
+    refuse_repeated_ids(specs, source)
     previous = {r["id"]: r for r in catalog.items.to_dict("records")}
-    rows = _ingest_specs(catalog.root, specs, previous, allow_svg=kind in SVG_KINDS,
-                         download_config=download_config, progress=progress)
-    stamp_added(rows, previous)
+    rows, _ = _ingest_specs(catalog.root, specs, previous, allow_svg=kind in SVG_KINDS,
+                            download_config=download_config, progress=progress)
     new = pd.DataFrame(rows).fillna("").astype(str).set_index("id", drop=False)
     items = catalog.items.set_index("id", drop=False)
     updated = items.index.intersection(new.index)

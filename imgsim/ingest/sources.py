@@ -46,6 +46,10 @@ class SourceError(ImgsimError, ValueError):
     """A source cannot be read at all (missing folder, wrong CSV columns, no demo package)."""
 
 
+class DemoUnavailableError(SourceError):
+    """The demo catalogue's Debian package is not installed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ItemSpec:
     """One item to ingest.
@@ -371,14 +375,13 @@ def from_demo(root: str | Path = DEMO_ROOT) -> list[ItemSpec]:
     PNG and SVG. The first line of a stamp's ``.txt`` file is its name.
 
     Raises:
-        SourceError: The package is not installed, with the command that installs it.
+        DemoUnavailableError: The package is not installed.
     """
     root = Path(root)
     if not root.is_dir():
-        raise SourceError(
-            f"the demo catalogue needs Debian's {DEMO_PACKAGE} package "
-            f"(sudo apt-get install -y {DEMO_PACKAGE}); or build a catalogue from a folder or "
-            "CSV: python -m imgsim build PATH --out CATALOG"
+        raise DemoUnavailableError(
+            f"the demo catalogue needs Debian's {DEMO_PACKAGE} package, which is not installed; "
+            "a catalogue can be built from a folder, a CSV or a zip instead"
         )
     stamps: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
