@@ -493,8 +493,10 @@ def clip_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[in
     """``box`` rounded and clipped to an image of ``shape`` ``(H, W)``.
 
     Raises:
-        ValueError: What is left covers less than 2x2 pixels.
+        ValueError: A coordinate is not a finite number, or what is left covers less than 2x2.
     """
+    if len(box) != 4 or not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in box):
+        raise ValueError(f"`box` must be four finite numbers x0, y0, x1, y1. Received: box={box!r}")
     h, w = shape
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
