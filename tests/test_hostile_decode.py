@@ -180,15 +180,29 @@ def test_too_large_metadata_keeps_its_error_type():
 @pytest.mark.timeout(60)
 def test_a_folder_of_amplifiers_builds_and_records_each(tmp_path):
     from imgsim.ingest.catalog import ingest
+    from imgsim.ingest.sources import IMAGE_SUFFIXES
 
     shop = tmp_path / "shop"
     shop.mkdir()
-    for name, (data, _) in make_corpus.amplifiers().items():
+    files = {(name if Path(name).suffix in IMAGE_SUFFIXES else name + ".heif"): value
+             for name, value in make_corpus.amplifiers().items()}  # folders do not list .avif
+    for name, (data, _) in files.items():
         (shop / name).write_bytes(data)
     rows = ingest(str(shop), tmp_path / "cat").items.set_index("path")
-    for name, (_, word) in make_corpus.amplifiers().items():
+    for name, (_, word) in files.items():
         if word:
             assert rows.loc[name, "status"] == "failed_to_decode", name
             assert word in rows.loc[name, "message"], (name, rows.loc[name, "message"])
         else:
             assert rows.loc[name, "status"] == "ok", (name, rows.loc[name, "message"])
+
+
+def test_an_avif_exif_item_is_found_and_an_ordinary_one_decodes():
+    exif = Image.Exif()
+    exif[0x010F] = "a camera maker"
+    buf = io.BytesIO()
+    Image.new("RGB", make_corpus.STORED, (40, 160, 160)).save(buf, format="AVIF", exif=exif.tobytes())
+    data = buf.getvalue()
+    assert b"a camera maker" in metadata._heif_exif(data)  # located through iinf and iloc
+    metadata.check_heif_exif(data, "x.avif")
+    assert decode_image(data).shape == (32, 48, 3)

@@ -245,7 +245,7 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
     if not formats:  # checked on the bytes, before any decoder sees them
         raise NotAnImageError(f"{name}: {_describe_non_image(data)}")
     try:
-        data, orientation, scans = _read_structure(data, name, formats[0])
+        data, orientation, scans = metadata.read_structure(data, name, formats[0])
         im = _decode(data, name, formats, max_side, orientation, scans)
     except ImageDecodeError:
         raise
@@ -270,19 +270,6 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
             f"{name}: the decoder failed on this image ({type(err).__name__})"
         ) from err
     return np.asarray(im, dtype=np.uint8)
-
-
-def _read_structure(data: bytes, name: str, kind: str) -> tuple[bytes, int, int]:
-    """The bytes Pillow may see, the EXIF orientation and the JPEG scans, read with bounds."""
-    if kind == "JPEG":
-        return metadata.prepare_jpeg(data, name)
-    if kind == "PNG":
-        return data, metadata.png_orientation(data), 0
-    if kind == "WEBP":
-        return data, metadata.webp_orientation(data), 0
-    if kind == "TIFF":
-        metadata.check_tiff(data, name)  # Pillow applies a TIFF's orientation itself on load
-    return data, 1, 0  # HEIF/AVIF: the decoder applies the container's rotation itself
 
 
 #: EXIF orientation -> the transposition that makes the picture upright.

@@ -11,6 +11,8 @@ them cost minutes). So :mod:`imgsim.ingest.images` asks this module first:
 - :func:`exif_orientation` reads tag 0x0112 from IFD0 and nothing else: a fixed number of
   12-byte entries, no pointer followed, so tag bombs and IFD loops cost nothing.
 - :func:`png_orientation` and :func:`webp_orientation` find the EXIF chunk with a capped walk.
+- :func:`read_structure` picks the reader for a format; :func:`check_heif_exif` finds a
+  HEIF/AVIF file's EXIF item (Pillow's AVIF plugin parses it on open) and checks it as a TIFF.
 - :func:`check_tiff` walks a TIFF's first IFD and its EXIF/GPS sub-IFDs (loops detected) and
   refuses tags that declare more data than the file holds, before Pillow reads them all.
 
@@ -160,6 +162,35 @@ def prepare_jpeg(data: bytes, name: str) -> tuple[bytes, int, int]:
     return b"".join(parts), exif_orientation(b"".join(exif)), scans
 
 
+def read_structure(data: bytes, name: str, kind: str) -> tuple[bytes, int, int]:
+    """Reads a file's structure with bounds before it is decoded.
+
+    Args:
+        data: The file.
+        name: For messages.
+        kind: Its format, as :func:`imgsim.ingest.images.sniff_format` judged it.
+
+    Returns:
+        ``(data, orientation, scans)``: the bytes the decoder may see (a JPEG loses the
+        segments its pixels do not need), the EXIF orientation to apply (1 where the decoder
+        applies it itself: TIFF, HEIF, AVIF) and the number of JPEG scans (0 otherwise).
+
+    Raises:
+        StructureRefusedError: The structure is over one of this module's budgets.
+    """
+    if kind == "JPEG":
+        return prepare_jpeg(data, name)
+    if kind == "PNG":
+        return data, png_orientation(data), 0
+    if kind == "WEBP":
+        return data, webp_orientation(data), 0
+    if kind == "TIFF":
+        check_tiff(data, name)  # Pillow applies a TIFF's orientation itself on load
+    if kind in ("HEIF", "AVIF"):
+        check_heif_exif(data, name)
+    return data, 1, 0  # HEIF/AVIF: the decoder applies the container's rotation itself
+
+
 def check_scan_work(scans: int, pixels: int, name: str) -> None:
     """Refuses a progressive JPEG whose scans x pixels exceed :data:`MAX_JPEG_SCAN_WORK`."""
     if scans > 1 and scans * pixels > MAX_JPEG_SCAN_WORK:
@@ -245,3 +276,82 @@ def check_tiff(data: bytes, name: str) -> None:
             f"{name}: its metadata is too large to read safely: the TIFF's tags declare "
             f"{declared / 2**20:.1f} MB and {numbers} numbers in a {len(data) / 2**20:.1f} MB file "
             "(tags sharing their data, a tag bomb)")
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """The ISOBMFF boxes between ``start`` and ``end``: ``(type, body start, box end)``, capped."""
+    pos = start
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > end:
+            return
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            (size,), header = struct.unpack_from(">Q", data, pos + 8), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _number(data: bytes, pos: int, size: int) -> tuple[int, int]:
+    return int.from_bytes(data[pos:pos + size], "big"), pos + size
+
+
+def _heif_exif(data: bytes) -> bytes:
+    """The payload of a HEIF/AVIF file's ``Exif`` item (its extents joined), or ``b""``."""
+    meta = next(((s, e) for kind, s, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
+    if meta is None:
+        return b""
+    exif_items, extents = set(), {}
+    for kind, start, end in _boxes(data, meta[0] + 4, meta[1]):  # meta is a FullBox
+        version = data[start]
+        if kind == b"iinf":
+            for entry, s, _e in _boxes(data, start + (6 if version == 0 else 8), end):
+                if entry == b"infe" and data[s] >= 2:
+                    item, pos = _number(data, s + 4, 2 if data[s] == 2 else 4)
+                    if data[pos + 2:pos + 6] == b"Exif":
+                        exif_items.add(item)
+        elif kind == b"iloc":
+            offset_size, length_size = data[start + 4] >> 4, data[start + 4] & 15
+            base_size, index_size = data[start + 5] >> 4, (data[start + 5] & 15) if version else 0
+            count, pos = _number(data, start + 6, 2 if version < 2 else 4)
+            for _ in range(min(count, MAX_CHUNKS)):
+                item, pos = _number(data, pos, 2 if version < 2 else 4)
+                method, pos = _number(data, pos, 2) if version else (0, pos)
+                base, pos = _number(data, pos + 2, base_size)
+                parts, pos = _number(data, pos, 2)
+                spans = []
+                for _ in range(min(parts, MAX_CHUNKS)):
+                    offset, pos = _number(data, pos + index_size, offset_size)
+                    length, pos = _number(data, pos, length_size)
+                    spans.append((base + offset, length))
+                if method & 15 == 0:  # 0: in the file; 1 and 2 (idat, other items) hold no EXIF here
+                    extents[item] = spans
+    for item in sorted(exif_items & set(extents)):
+        return b"".join(data[at:at + min(length, MAX_EXIF_BYTES)] for at, length in extents[item])
+    return b""
+
+
+def check_heif_exif(data: bytes, name: str) -> None:
+    """Refuses a HEIF/AVIF file whose EXIF is a tag bomb, before the decoder parses it.
+
+    Pillow's AVIF plugin parses the EXIF when it opens the file (for the orientation), with no
+    budget; this finds the ``Exif`` item through the ``meta`` box's item info and locations and
+    applies :func:`check_tiff` to it.
+
+    Raises:
+        StructureRefusedError: The EXIF's tags declare more data than the EXIF holds.
+    """
+    try:
+        payload = _heif_exif(data)
+    except (struct.error, IndexError):
+        return  # a damaged container: the decoder reports it
+    if len(payload) < 4:
+        return
+    tiff = payload[4 + int.from_bytes(payload[:4], "big"):]
+    tiff = tiff[6:] if tiff.startswith(b"Exif\x00\x00") else tiff
+    if tiff[:4] in (b"II*\x00", b"MM\x00*"):
+        check_tiff(tiff, name)

@@ -120,6 +120,20 @@ def webp_with_exif(tiff: bytes, size: tuple[int, int] = STORED) -> bytes:
     return buf.getvalue()
 
 
+def avif_with_exif(tiff: bytes, size: tuple[int, int] = STORED) -> bytes:
+    """An AVIF whose EXIF item is ``tiff``. Pillow re-encodes the EXIF it is given, so a
+    placeholder of the same length is saved and then overwritten with ``tiff``."""
+    placeholder = Image.Exif()
+    placeholder[_BOMB_TAG] = b"\x01" * (len(tiff) - 8 - 2 - 12 - 4)  # header, one entry, next
+    raw = placeholder.tobytes()[6:]
+    assert len(raw) == len(tiff)
+    buf = io.BytesIO()
+    Image.new("RGB", size, (40, 160, 160)).save(buf, format="AVIF", exif=b"Exif\x00\x00" + raw)
+    data = buf.getvalue()
+    at = data.index(raw)
+    return data[:at] + tiff + data[at + len(tiff):]
+
+
 def tiff_with_tags(tags: int, blob: int, size: tuple[int, int] = (32, 32)) -> bytes:
     """An uncompressed TIFF whose own IFD0 gains ``tags`` entries pointing at one shared blob."""
     buf = io.BytesIO()
@@ -182,6 +196,7 @@ def amplifiers() -> dict[str, tuple[bytes, str]]:
             "exif_bomb.png": (png_with_exif(bomb), ""),
             "exif_bomb.webp": (webp_with_exif(bomb), ""),
             "tag_bomb.tiff": (tiff_with_tags(900, 600_000), "too large"),
+            "exif_bomb.avif": (avif_with_exif(bomb), "too large"),
             "exif_loop.jpg": (jpeg_with_exif(exif_tiff(6, loop=True)), ""),
             "comment_flood.jpg": (comment_flood_jpeg(), "segments"),
             "scan_bomb.jpg": (scan_bomb_jpeg(), "scans"),
