@@ -31,6 +31,7 @@ from PIL import (
 
 from imgsim.errors import ImgsimError
 from imgsim.ingest import metadata, safety
+from imgsim.ingest.boxes import clip_box, crop  # noqa: F401 - part of this module's API
 from imgsim.ingest.metadata import MAX_EXIF_BYTES  # noqa: F401 - part of this module's API
 
 try:  # AVIF, when this Pillow was built with libavif.
@@ -67,6 +68,11 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 #: photo is ~12e6, a 48 MP one ~48e6) and caps the decoded RGB array at 150 MB. A 9999x9999
 #: header (100 MP) is refused before any pixel is decoded.
 MAX_PIXELS = 50_000_000
+#: Most memory one decode may take, estimated before decoding from the size and the mode (see
+#: _PEAK_BYTES). Half a GB: the app's whole query path peaks near 0.9 GB, so a few uploads at
+#: once stay within a small server. Binding only for transparency (about 25 MP), 16-bit
+#: (about 20 MP) and WebP pictures; an 8-bit RGB one meets MAX_PIXELS first.
+MAX_DECODE_BYTES = 512 * 2**20
 #: Largest encoded file accepted, in bytes.
 MAX_BYTES = 64 * 1024 * 1024
 #: Shortest side accepted, in pixels: below 8 (one JPEG block) a picture shows no shape at all,
@@ -272,6 +278,20 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
     return np.asarray(im, dtype=np.uint8)
 
 
+def _peak_bytes(im: Image.Image) -> int:
+    """Peak bytes per pixel of decoding ``im`` and making it RGB, measured on 12 MP pictures:
+    about 5 for 8-bit colour or grey, 8 for CMYK, 16-20 with alpha or for WebP (decoded as
+    RGBA, then composited), 25 for 16-bit (converted through float64); a JPEG, drafted or
+    progressive, 0.6-3 (4 is stated, so one never meets MAX_DECODE_BYTES under MAX_PIXELS)."""
+    if im.format == "JPEG":
+        return 4
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return 25
+    if im.format == "WEBP" or im.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in im.info:
+        return 20
+    return 8 if im.mode == "CMYK" else 5
+
+
 #: EXIF orientation -> the transposition that makes the picture upright.
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -303,6 +323,11 @@ def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | No
         im = Image.open(io.BytesIO(data), formats=list(formats))
         width, height = im.size
         _check_shape(width, height, name)
+        if width * height * _peak_bytes(im) > MAX_DECODE_BYTES:
+            raise ImageTooLargeError(
+                f"{name}: {width}x{height} pixels ({im.mode}) is too large to decode safely: about "
+                f"{width * height * _peak_bytes(im) / 2**20:.0f} MB of memory, over the "
+                f"{MAX_DECODE_BYTES / 2**20:.0f} MB one image may use")
         metadata.check_scan_work(scans, width * height, name)
         if max_side is not None and im.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper for photos.
@@ -464,30 +489,3 @@ def rasterize_svg(data: bytes, width: int, name: str = "the drawing") -> bytes:
         raise ImageDecodeError(
             f"{name}: the SVG could not be drawn ({type(err).__name__})"
         ) from err
-
-
-def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The ``(x0, y0, x1, y1)`` region of ``rgb``, clipped to the image.
-
-    Raises:
-        ValueError: The box covers less than 2x2 pixels inside the image.
-    """
-    x0, y0, x1, y1 = clip_box(box, rgb.shape[:2])
-    return rgb[y0:y1, x0:x1]
-
-
-def clip_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``box`` rounded and clipped to an image of ``shape`` ``(H, W)``.
-
-    Raises:
-        ValueError: A coordinate is not a finite number, or what is left covers less than 2x2.
-    """
-    if len(box) != 4 or not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in box):
-        raise ValueError(f"`box` must be four finite numbers x0, y0, x1, y1. Received: box={box!r}")
-    h, w = shape
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
-    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
-    return x0, y0, x1, y1

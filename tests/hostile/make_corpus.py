@@ -38,9 +38,10 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width x height`` but carries a few bytes of data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+def png_header(width: int, height: int, colour: int = 2, depth: int = 8) -> bytes:
+    """A PNG that declares ``width x height`` (PNG colour type and bit depth given) but carries
+    a few bytes of data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
 
@@ -197,6 +198,8 @@ def amplifiers() -> dict[str, tuple[bytes, str]]:
             "exif_bomb.webp": (webp_with_exif(bomb), ""),
             "tag_bomb.tiff": (tiff_with_tags(900, 600_000), "too large"),
             "exif_bomb.avif": (avif_with_exif(bomb), "too large"),
+            "rgba_30mp.png": (png_header(6000, 5000, colour=6), "MB of memory"),
+            "grey16_24mp.png": (png_header(6000, 4000, colour=0, depth=16), "MB of memory"),
             "exif_loop.jpg": (jpeg_with_exif(exif_tiff(6, loop=True)), ""),
             "comment_flood.jpg": (comment_flood_jpeg(), "segments"),
             "scan_bomb.jpg": (scan_bomb_jpeg(), "scans"),
