@@ -10,7 +10,7 @@ them cost minutes). So :mod:`imgsim.ingest.images` asks this module first:
   (EXIF, XMP, MPF, ICC, comments), so Pillow never parses that EXIF (it would, for the DPI).
 - :func:`exif_orientation` reads tag 0x0112 from IFD0 and nothing else: a fixed number of
   12-byte entries, no pointer followed, so tag bombs and IFD loops cost nothing.
-- :func:`png_orientation` and :func:`webp_orientation` find the EXIF chunk with a capped walk.
+- :func:`chunk_orientation` finds a PNG's or WebP's EXIF chunk with a capped walk.
 - :func:`read_structure` picks the reader for a format; :func:`check_heif_exif` finds a
   HEIF/AVIF file's EXIF item (Pillow's AVIF plugin parses it on open) and checks it as a TIFF.
 - :func:`check_tiff` walks a TIFF's first IFD and its EXIF/GPS sub-IFDs (loops detected) and
@@ -180,10 +180,8 @@ def read_structure(data: bytes, name: str, kind: str) -> tuple[bytes, int, int]:
     """
     if kind == "JPEG":
         return prepare_jpeg(data, name)
-    if kind == "PNG":
-        return data, png_orientation(data), 0
-    if kind == "WEBP":
-        return data, webp_orientation(data), 0
+    if kind in ("PNG", "WEBP"):
+        return data, chunk_orientation(data, kind), 0
     if kind == "TIFF":
         check_tiff(data, name)  # Pillow applies a TIFF's orientation itself on load
     if kind in ("HEIF", "AVIF"):
@@ -199,31 +197,26 @@ def check_scan_work(scans: int, pixels: int, name: str) -> None:
             f"to decode (at most {MAX_JPEG_SCAN_WORK / 1e9:.1f} billion pixels over all scans)")
 
 
-def png_orientation(data: bytes) -> int:
-    """The orientation in a PNG's ``eXIf`` chunk (before the pixels, where the PNG spec puts it)."""
-    pos = 8
+def chunk_orientation(data: bytes, kind: str) -> int:
+    """The orientation in the EXIF chunk of a PNG (``eXIf``, before the pixels, where the PNG
+    spec puts it) or a WebP (``EXIF``; only extended WebP files carry one); 1 if none.
+
+    At most :data:`MAX_CHUNKS` chunks are walked, and only the EXIF chunk's IFD0 is read.
+    """
+    png = kind == "PNG"
+    pos = 8 if png else 12
     for _ in range(MAX_CHUNKS):
         if pos + 8 > len(data):
             break
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind in (b"IDAT", b"IEND"):
-            break
-        if kind == b"eXIf":
+        if png:
+            length, name = struct.unpack_from(">I4s", data, pos)
+        else:
+            name, length = struct.unpack_from("<4sI", data, pos)
+        if name in (b"eXIf", b"EXIF"):
             return exif_orientation(data[pos + 8:pos + 8 + min(length, MAX_EXIF_BYTES)])
-        pos += 12 + length
-    return 1
-
-
-def webp_orientation(data: bytes) -> int:
-    """The orientation in a WebP's ``EXIF`` chunk (extended WebP files only carry one)."""
-    pos = 12
-    for _ in range(MAX_CHUNKS):
-        if pos + 8 > len(data):
+        if name in (b"IDAT", b"IEND"):
             break
-        kind, length = struct.unpack_from("<4sI", data, pos)
-        if kind == b"EXIF":
-            return exif_orientation(data[pos + 8:pos + 8 + min(length, MAX_EXIF_BYTES)])
-        pos += 8 + length + (length & 1)
+        pos += 8 + length + (4 if png else length & 1)  # a PNG chunk's CRC; a RIFF chunk's pad
     return 1
 
 
