@@ -69,7 +69,7 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 #: header (100 MP) is refused before any pixel is decoded.
 MAX_PIXELS = 50_000_000
 #: Most memory one decode may take, estimated before decoding from the size and the mode (see
-#: _PEAK_BYTES). Half a GB: the app's whole query path peaks near 0.9 GB, so a few uploads at
+#: _peak_bytes). Half a GB: the app's whole query path peaks near 0.9 GB, so a few uploads at
 #: once stay within a small server. Binding only for transparency (about 25 MP), 16-bit
 #: (about 20 MP) and WebP pictures; an 8-bit RGB one meets MAX_PIXELS first.
 MAX_DECODE_BYTES = 512 * 2**20
@@ -300,7 +300,7 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 
 
 def _check_shape(width: int, height: int, name: str) -> None:
-    """Refuses images too small or too thin to search, naming their size."""
+    """Refuses images too large to decode, or too small or thin to search, naming their size."""
     if width * height > MAX_PIXELS:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} pixels is too large to decode safely "
