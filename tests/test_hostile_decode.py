@@ -206,3 +206,11 @@ def test_an_avif_exif_item_is_found_and_an_ordinary_one_decodes():
     assert b"a camera maker" in metadata._heif_exif(data)  # located through iinf and iloc
     metadata.check_heif_exif(data, "x.avif")
     assert decode_image(data).shape == (32, 48, 3)
+
+
+@pytest.mark.parametrize("kind, turned", [("JPEG", True), ("WEBP", True), ("PNG", False)])
+def test_an_xmp_orientation_is_honoured_where_pillow_honoured_it(kind, turned):
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    buf = io.BytesIO()
+    Image.new("RGB", make_corpus.STORED, (200, 0, 0)).save(buf, format=kind, xmp=xmp, lossless=True)
+    assert decode_image(buf.getvalue()).shape == ((48, 32, 3) if turned else (32, 48, 3))

@@ -61,6 +61,8 @@ _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 
 _BYTE_TYPES = (1, 2, 6, 7)  # kept as one bytes object, not one number per value
 #: The next marker after a scan's entropy-coded data: 0xFF then anything but a stuffed zero or a
 #: restart marker (fill bytes 0xFF 0xFF match and are skipped by the walk).
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([1-8])')
+_XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 #: Segments Pillow needs for the pixels: JFIF (APP0) and Adobe (APP14: CMYK/YCCK inversion).
 _KEPT_SEGMENTS = ((0xE0, b"JFIF\x00"), (0xE0, b"JFXX\x00"), (0xEE, b"Adobe"))
@@ -70,34 +72,34 @@ class StructureRefusedError(ImgsimError, ValueError):
     """A file's structure would cost a decoder more than a stated budget; the message says which."""
 
 
-def exif_orientation(payload: bytes) -> int:
-    """The EXIF orientation (1-8) in IFD0 of ``payload``; 1 when absent or unreadable.
+def exif_orientation(payload: bytes, xmp: bytes = b"") -> int:
+    """The EXIF orientation (1-8) in IFD0 of ``payload``, else the XMP one, else 1.
 
     Args:
         payload: TIFF-structured EXIF, with or without the leading ``b"Exif\\0\\0"``.
+        xmp: The file's XMP packet, read (as Pillow does) when the EXIF has no orientation.
 
     Returns:
         The orientation; only tag 0x0112 of IFD0 is read (at most :data:`MAX_IFD_ENTRIES`
-        entries), no pointer is followed and no value is copied.
+        entries), no pointer is followed and no value is copied; the XMP is searched for
+        ``tiff:Orientation`` in its first :data:`MAX_EXIF_BYTES`.
     """
     base = 6 if payload.startswith(b"Exif\x00\x00") else 0
     head = payload[base:base + 8]
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
-    if order is None or len(head) < 8 or struct.unpack(order + "H", head[2:4])[0] != 42:
-        return 1
-    ifd = base + struct.unpack(order + "I", head[4:8])[0]
-    if ifd + 2 > len(payload):
-        return 1
-    (count,) = struct.unpack_from(order + "H", payload, ifd)
-    for i in range(min(count, MAX_IFD_ENTRIES)):
-        at = ifd + 2 + 12 * i
-        if at + 12 > len(payload):
-            break
-        tag, kind, number = struct.unpack_from(order + "HHI", payload, at)
-        if tag == _ORIENTATION_TAG:
-            value = struct.unpack_from(order + "H", payload, at + 8)[0] if kind == 3 and number else 1
-            return value if 1 <= value <= 8 else 1
-    return 1
+    if order is not None and len(head) == 8 and struct.unpack(order + "H", head[2:4])[0] == 42:
+        ifd = base + struct.unpack(order + "I", head[4:8])[0]
+        count = struct.unpack_from(order + "H", payload, ifd)[0] if ifd + 2 <= len(payload) else 0
+        for i in range(min(count, MAX_IFD_ENTRIES)):
+            at = ifd + 2 + 12 * i
+            if at + 12 > len(payload):
+                break
+            tag, kind, number = struct.unpack_from(order + "HHI", payload, at)
+            if tag == _ORIENTATION_TAG:
+                value = struct.unpack_from(order + "H", payload, at + 8)[0] if kind == 3 and number else 1
+                return value if 1 <= value <= 8 else 1
+    found = _XMP_ORIENTATION.search(xmp, 0, MAX_EXIF_BYTES)
+    return int(found[1]) if found else 1
 
 
 def prepare_jpeg(data: bytes, name: str) -> tuple[bytes, int, int]:
@@ -119,6 +121,7 @@ def prepare_jpeg(data: bytes, name: str) -> tuple[bytes, int, int]:
     parts, copy_from, pos, size = [], 0, 2, len(data)
     segments = scans = exif_bytes = 0
     exif: list[bytes] = []
+    xmp = b""
     while pos + 1 < size:
         if data[pos] != 0xFF:  # junk between segments: libjpeg skips to the next marker, so do we
             found = _NEXT_MARKER.search(data, pos)
@@ -155,11 +158,13 @@ def prepare_jpeg(data: bytes, name: str) -> tuple[bytes, int, int]:
             if marker == 0xE1 and data.startswith(b"Exif\x00\x00", pos + 4) and exif_bytes < MAX_EXIF_BYTES:
                 exif.append(data[pos + 10:min(end, pos + 10 + MAX_EXIF_BYTES - exif_bytes)])
                 exif_bytes += len(exif[-1])
+            elif marker == 0xE1 and not xmp and data.startswith(_XMP_JPEG, pos + 4):
+                xmp = data[pos + 4 + len(_XMP_JPEG):end]
             parts.append(data[copy_from:pos])
             copy_from = end
         pos = max(end, pos + 4)
     parts.append(data[copy_from:])
-    return b"".join(parts), exif_orientation(b"".join(exif)), scans
+    return b"".join(parts), exif_orientation(b"".join(exif), xmp), scans
 
 
 def read_structure(data: bytes, name: str, kind: str) -> tuple[bytes, int, int]:
@@ -199,12 +204,13 @@ def check_scan_work(scans: int, pixels: int, name: str) -> None:
 
 def chunk_orientation(data: bytes, kind: str) -> int:
     """The orientation in the EXIF chunk of a PNG (``eXIf``, before the pixels, where the PNG
-    spec puts it) or a WebP (``EXIF``; only extended WebP files carry one); 1 if none.
+    spec puts it) or a WebP (``EXIF``; only extended WebP files carry one), else in a WebP's
+    ``XMP`` chunk; 1 if none.
 
     At most :data:`MAX_CHUNKS` chunks are walked, and only the EXIF chunk's IFD0 is read.
     """
     png = kind == "PNG"
-    pos = 8 if png else 12
+    pos, exif, xmp = (8 if png else 12), b"", b""
     for _ in range(MAX_CHUNKS):
         if pos + 8 > len(data):
             break
@@ -212,12 +218,15 @@ def chunk_orientation(data: bytes, kind: str) -> int:
             length, name = struct.unpack_from(">I4s", data, pos)
         else:
             name, length = struct.unpack_from("<4sI", data, pos)
-        if name in (b"eXIf", b"EXIF"):
-            return exif_orientation(data[pos + 8:pos + 8 + min(length, MAX_EXIF_BYTES)])
-        if name in (b"IDAT", b"IEND"):
+        body = pos + 8
+        if name in (b"eXIf", b"EXIF") and not exif:
+            exif = data[body:body + min(length, MAX_EXIF_BYTES)]
+        elif name == b"XMP ":  # WebP's; a PNG's XMP orientation is not honoured (nor by Pillow)
+            xmp = xmp or data[body:body + min(length, MAX_EXIF_BYTES)]
+        elif name in (b"IDAT", b"IEND"):
             break
-        pos += 8 + length + (4 if png else length & 1)  # a PNG chunk's CRC; a RIFF chunk's pad
-    return 1
+        pos = body + length + (4 if png else length & 1)  # a PNG chunk's CRC; a RIFF chunk's pad
+    return exif_orientation(exif, xmp)
 
 
 def check_tiff(data: bytes, name: str) -> None:
