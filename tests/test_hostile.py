@@ -218,6 +218,12 @@ def test_cli_build_from_a_zip_then_query_hostile_photos(corpus, tmp_path):
     queries = [corpus / "specials" / "fifo.jpg", corpus / "specials" / "zero.jpg",
                corpus / "files" / "eps_as.jpg", corpus / "files" / "header_9999.png",
                shop / "reds" / "red_0.png"]
+    amplified = corpus / "amplifiers"  # issue 24: refused in plain words, or answered
+    refused = {"one_by_one.png": "too small to search: 1x1", "30000_by_3.jpg": "too thin to search",
+               "one_by_30000.png": "too thin to search", "scan_bomb.jpg": "scans",
+               "tag_bomb.tiff": "tag bomb"}
+    answered = ["exif_bomb.png", "exif_bomb.jpg"]
+    queries += [amplified / name for name in [*refused, *answered]]
     script = (
         "import sys; from imgsim.cli import main; "
         f"rc = main(['build', {str(photos)!r}, '--out', {str(out)!r}, '--approaches', 'pretrained']); "
@@ -232,6 +238,11 @@ def test_cli_build_from_a_zip_then_query_hostile_photos(corpus, tmp_path):
     for word in ("FIFO", "device", "PostScript", "too large"):
         assert any(word in line for line in errors), (word, errors)
     assert "red 0" in done.stdout  # the good photo was still searched
+    for name, words in refused.items():
+        assert any(name in line and words in line for line in errors), (name, errors)
+    assert not any("`rgb`" in line for line in errors), errors  # no internal message
+    for name in answered:
+        assert f"== {amplified / name}\n" in done.stdout, name  # searched, not "could not be"
     assert Catalog.load(out).manifest["source_kind"] == "zip_folder"
 
 

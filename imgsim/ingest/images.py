@@ -21,7 +21,6 @@ from PIL import (
     EpsImagePlugin,
     GifImagePlugin,  # noqa: F401
     Image,
-    ImageOps,
     JpegImagePlugin,  # noqa: F401
     MpoImagePlugin,  # noqa: F401
     PngImagePlugin,  # noqa: F401
@@ -31,7 +30,9 @@ from PIL import (
 )
 
 from imgsim.errors import ImgsimError
-from imgsim.ingest import safety
+from imgsim.ingest import metadata, safety
+from imgsim.ingest.boxes import clip_box, crop  # noqa: F401 - part of this module's API
+from imgsim.ingest.metadata import MAX_EXIF_BYTES  # noqa: F401 - part of this module's API
 
 try:  # AVIF, when this Pillow was built with libavif.
     from PIL import AvifImagePlugin  # noqa: F401
@@ -67,12 +68,20 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 #: photo is ~12e6, a 48 MP one ~48e6) and caps the decoded RGB array at 150 MB. A 9999x9999
 #: header (100 MP) is refused before any pixel is decoded.
 MAX_PIXELS = 50_000_000
+#: Most memory one decode may take, estimated before decoding from the size and the mode (see
+#: _peak_bytes). Half a GB: the app's whole query path peaks near 0.9 GB, so a few uploads at
+#: once stay within a small server. Binding only for transparency (about 25 MP), 16-bit
+#: (about 20 MP) and WebP pictures; an 8-bit RGB one meets MAX_PIXELS first.
+MAX_DECODE_BYTES = 512 * 2**20
 #: Largest encoded file accepted, in bytes.
 MAX_BYTES = 64 * 1024 * 1024
-#: Largest EXIF block honoured. The standard allows one 64 KB segment; Pillow joins any number
-#: of them by repeated concatenation, which costs seconds for tens of MB. Beyond this the EXIF
-#: segments are dropped before Pillow sees the file (the pixels are still decoded).
-MAX_EXIF_BYTES = 1024 * 1024
+#: Shortest side accepted, in pixels: below 8 (one JPEG block) a picture shows no shape at all,
+#: and the region search needs a few pixels each way. "too small to search: 1x1 pixels".
+MIN_SIDE = 8
+#: Longest side over shortest side accepted. A phone panorama is about 8:1 at most; past 20:1
+#: the model's square holds a strip under 12 of its 224 rows (30000x3 becomes 448x1), which
+#: carries nothing to match: "too thin to search: 30000x3 pixels".
+MAX_ASPECT = 20
 
 # Our own pixel limit is checked before decoding; Pillow's bomb guard stays on as a second net.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -101,6 +110,10 @@ class TruncatedImageError(ImageDecodeError):
 
 class ImageTooLargeError(ImageDecodeError):
     """The input is too large to decode safely (file size or a decompression bomb)."""
+
+
+class ImageTooSmallError(ImageDecodeError):
+    """The picture is too small or too thin to search (a side under MIN_SIDE, or past MAX_ASPECT)."""
 
 
 class NotAFileError(ImageDecodeError):
@@ -160,41 +173,6 @@ def _read_bytes(source: ImageSource) -> tuple[bytes, str]:
     return data, name
 
 
-def _drop_large_exif(data: bytes) -> bytes:
-    """Removes a JPEG's EXIF (APP1 "Exif") segments when together they exceed MAX_EXIF_BYTES.
-
-    Walks the marker segments up to the start of scan, which costs one step per segment.
-    """
-    pos, exif_total, exif_spans = 2, 0, []
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return data  # not a well-formed marker sequence; leave it to the decoder
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan or end of image: no more metadata
-            break
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if length < 2:
-            return data
-        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
-            exif_total += length
-            exif_spans.append((pos, pos + 2 + length))
-        pos += 2 + length
-    if exif_total <= MAX_EXIF_BYTES:
-        return data
-    parts, start = [], 0
-    for begin, end in exif_spans:
-        parts.append(data[start:begin])
-        start = end
-    parts.append(data[start:])
-    return b"".join(parts)
-
-
 def _describe_non_image(data: bytes) -> str:
     """Guesses what a non-image body is, for the error message (never quoting it)."""
     head = data[:512].lstrip().lower()
@@ -240,13 +218,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndarray:
     """Decodes an image from a path, bytes or a file object into RGB pixels.
 
-    EXIF orientation is applied first (unless the EXIF is over :data:`MAX_EXIF_BYTES`); transparency is composited onto white; greyscale,
-    palette, CMYK and 16-bit images become 8-bit RGB; GIFs give their first frame. Large JPEGs
-    are decoded at a reduced scale (draft mode) when ``max_side`` allows it.
+    EXIF orientation is applied first, read by :mod:`imgsim.ingest.metadata`'s bounded reader
+    (Pillow never parses an untrusted file's EXIF); transparency is composited onto white;
+    greyscale, palette, CMYK and 16-bit images become 8-bit RGB; GIFs give their first frame.
+    Large JPEGs are decoded at a reduced scale (draft mode) when ``max_side`` allows it. The
+    work is bounded before decoding: :data:`MAX_PIXELS`, and for JPEGs the segment and scan
+    caps of :mod:`imgsim.ingest.metadata`; images under :data:`MIN_SIDE` pixels or thinner
+    than :data:`MAX_ASPECT` are refused, as nothing in them can be searched.
 
     Args:
         source: A file path, the encoded bytes, or a binary file object (an upload).
-        max_side: If given, the result is shrunk (aspect kept) so neither side exceeds it.
+        max_side: If given, the result is shrunk (aspect kept) so neither side exceeds it; a
+            side that would fall under ``min(MIN_SIDE, max_side)`` is padded with white to it.
 
     Returns:
         A ``uint8`` array of shape ``(height, width, 3)``.
@@ -258,20 +241,22 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
             was. Only the formats of :data:`ALLOWED_FORMATS` are decoded, judged on the bytes
             before Pillow sees them; any exception a decoder raises becomes this error.
     """
-    if max_side is not None and max_side < 1:
-        raise ValueError(f"`max_side` must be >= 1. Received: max_side={max_side}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
+                                 or max_side < 1):
+        raise ValueError(f"`max_side` must be an integer >= 1. Received: max_side={max_side!r}")
     data, name = _read_bytes(source)
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
     formats = tuple(f for f in sniff_format(data) if f in Image.OPEN)
     if not formats:  # checked on the bytes, before any decoder sees them
         raise NotAnImageError(f"{name}: {_describe_non_image(data)}")
-    if formats[0] == "JPEG":
-        data = _drop_large_exif(data)
     try:
-        im = _decode(data, name, formats, max_side)
+        data, orientation, scans = metadata.read_structure(data, name, formats[0])
+        im = _decode(data, name, formats, max_side, orientation, scans)
     except ImageDecodeError:
         raise
+    except metadata.StructureRefusedError as err:
+        raise ImageTooLargeError(str(err)) from None
     except UnidentifiedImageError as err:
         raise NotAnImageError(f"{name}: {_describe_non_image(data)}") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -293,26 +278,73 @@ def decode_image(source: ImageSource, *, max_side: int | None = None) -> np.ndar
     return np.asarray(im, dtype=np.uint8)
 
 
-def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | None) -> Image.Image:
+def _peak_bytes(im: Image.Image) -> int:
+    """Peak bytes per pixel of decoding ``im`` and making it RGB, measured on 12 MP pictures:
+    about 5 for 8-bit colour or grey, 8 for CMYK, 16-20 with alpha or for WebP (decoded as
+    RGBA, then composited), 25 for 16-bit (converted through float64); a JPEG, drafted or
+    progressive, 0.6-3 (4 is stated, so one never meets MAX_DECODE_BYTES under MAX_PIXELS)."""
+    if im.format == "JPEG":
+        return 4
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return 25
+    if im.format == "WEBP" or im.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in im.info:
+        return 20
+    return 8 if im.mode == "CMYK" else 5
+
+
+#: EXIF orientation -> the transposition that makes the picture upright.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _check_shape(width: int, height: int, name: str) -> None:
+    """Refuses images too large to decode, or too small or thin to search, naming their size."""
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} pixels is too large to decode safely "
+            f"(limit {MAX_PIXELS / 1e6:.0f} megapixels)"
+        )
+    short, long = sorted((width, height))
+    if long > MAX_ASPECT * short:
+        raise ImageTooSmallError(f"{name}: too thin to search: {width}x{height} pixels (the long "
+                                 f"side may be at most {MAX_ASPECT} times the short one)")
+    if short < MIN_SIDE:
+        raise ImageTooSmallError(f"{name}: too small to search: {width}x{height} pixels (each "
+                                 f"side needs at least {MIN_SIDE})")
+
+
+def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | None,
+            orientation: int = 1, scans: int = 0) -> Image.Image:
     """Opens ``data`` with only ``formats`` allowed, checks its size, and decodes it to RGB."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         im = Image.open(io.BytesIO(data), formats=list(formats))
         width, height = im.size
-        if width * height > MAX_PIXELS:
+        _check_shape(width, height, name)
+        if width * height * _peak_bytes(im) > MAX_DECODE_BYTES:
             raise ImageTooLargeError(
-                f"{name}: {width}x{height} pixels is too large to decode safely "
-                f"(limit {MAX_PIXELS / 1e6:.0f} megapixels)"
-            )
+                f"{name}: {width}x{height} pixels ({im.mode}) is too large to decode safely: about "
+                f"{width * height * _peak_bytes(im) / 2**20:.0f} MB of memory, over the "
+                f"{MAX_DECODE_BYTES / 2**20:.0f} MB one image may use")
+        metadata.check_scan_work(scans, width * height, name)
         if max_side is not None and im.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: far cheaper for photos.
             im.draft("RGB", (max_side, max_side))
         im.seek(0)
         im.load()
-        im = ImageOps.exif_transpose(im)
+        im.info.pop("exif", None)  # nothing downstream may parse it (Image.getexif would)
+        if orientation in _UPRIGHT:
+            im = im.transpose(_UPRIGHT[orientation])
         im = _to_rgb(im)
     if max_side is not None and max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        floor = min(MIN_SIDE, max_side)
+        if min(im.size) < floor:  # a thin picture shrunk to a small max_side: pad, centred
+            canvas = Image.new("RGB", (max(im.width, floor), max(im.height, floor)), (255, 255, 255))
+            canvas.paste(im, ((canvas.width - im.width) // 2, (canvas.height - im.height) // 2))
+            im = canvas
     return im
 
 
@@ -457,28 +489,3 @@ def rasterize_svg(data: bytes, width: int, name: str = "the drawing") -> bytes:
         raise ImageDecodeError(
             f"{name}: the SVG could not be drawn ({type(err).__name__})"
         ) from err
-
-
-def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The ``(x0, y0, x1, y1)`` region of ``rgb``, clipped to the image.
-
-    Raises:
-        ValueError: The box covers less than 2x2 pixels inside the image.
-    """
-    x0, y0, x1, y1 = clip_box(box, rgb.shape[:2])
-    return rgb[y0:y1, x0:x1]
-
-
-def clip_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``box`` rounded and clipped to an image of ``shape`` ``(H, W)``.
-
-    Raises:
-        ValueError: What is left covers less than 2x2 pixels.
-    """
-    h, w = shape
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
-    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        raise ValueError(f"`box` must cover at least 2x2 pixels inside the {w}x{h} image. Received: box={box}")
-    return x0, y0, x1, y1
