@@ -466,6 +466,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     from imgsim.approaches.features import ExtractorUnavailableError
+    from imgsim.index import BackendError
     from imgsim.ingest.images import ImageDecodeError
     from imgsim.ingest.sources import SourceError
     from imgsim.storage.artifacts import ArtifactError
@@ -477,10 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             FileNotFoundError, PermissionError) as err:
         print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Exception as err:
-        if type(err).__name__ != "MilvusException":  # a Milvus server that is down or refuses
-            raise
-        print(f"imgsim {args.command}: error: Milvus: {getattr(err, 'message', err)}", file=sys.stderr)
+    except BackendError as err:  # a vector service that is down, refuses, or lacks a collection
+        print(f"imgsim {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"imgsim {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
