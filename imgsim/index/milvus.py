@@ -110,7 +110,7 @@ class _Client:
             return call(*args, **kwargs)
         except MilvusException as err:
             message = getattr(err, "message", None) or str(err)
-            raise MilvusBackendError(f"Milvus at {self._uri} refused {what}: {message}",
+            raise MilvusBackendError(f"Milvus at {self._uri} ({what}): {message}",
                                      code=getattr(err, "code", None)) from err
 
     def __getattr__(self, name: str) -> Any:
