@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
+from imgsim.index.exact import Index  # noqa: E402
 from imgsim.index.hnsw import (  # noqa: E402
     AnnConfig,
     AnnIndex,
@@ -18,7 +19,6 @@ from imgsim.index.hnsw import (  # noqa: E402
     should_use_ann,
 )
 from imgsim.storage.artifacts import ArtifactError  # noqa: E402
-from imgsim.index.exact import Index  # noqa: E402
 
 N, DIM, K = 3_000, 48, 10
 # One thread: tests run beside other work on two cores, where OpenMP threads would only spin.

@@ -8,9 +8,9 @@ import pytest
 from conftest import solid
 from PIL import Image
 
-from imgsim.ingest.catalog import Catalog
 from imgsim.cli import main
 from imgsim.engine import Engine
+from imgsim.ingest.catalog import Catalog
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsim.index.exact import Index
 from imgsim.index.milvus import (
     KIND,
     MilvusBackend,
+    MilvusBackendError,
     collection_name,
     filter_expression,
-    MilvusBackendError,
     hits_rows,
     quote,
     resolve_uri,
 )
-from imgsim.index.exact import Index
 
 # Categories that would break or rewrite a naively built expression.
 QUOTED = 'say "hi"'
@@ -250,10 +250,9 @@ def test_the_engine_and_cli_search_milvus_unchanged_for_the_user(built_catalog, 
     import json
     import shutil
 
-    from imgsim.errors import ImgsimError
-
     from imgsim.cli import main
     from imgsim.engine import Engine
+    from imgsim.errors import ImgsimError
 
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)
