@@ -37,7 +37,9 @@ from imgsim.index.hnsw_config import (  # noqa: F401 (re-exported: the HNSW sett
     AnnConfig,
     AnnDtype,
     embeddings_fingerprint,
+    faiss_storage,
     fingerprint_of,
+    flat_index,
     row_digests,
     set_threads,
     should_use_ann,
@@ -124,7 +126,7 @@ class AnnIndex:
             # rows ranks like cosine, so the graph is L2 whatever the metric.
             _, eigvecs = np.linalg.eigh(np.cov(sample, rowvar=False))
             projection = np.ascontiguousarray(eigvecs[:, ::-1][:, :config.graph_dims], dtype=np.float32)
-            vectors = _flat_index(dim, config.dtype, faiss_metric)
+            vectors = flat_index(dim, config.dtype, faiss_metric)
             index = faiss.IndexHNSWFlat(config.graph_dims, config.M, faiss.METRIC_L2)
         index.hnsw.efConstruction = config.ef_construction
         index.hnsw.efSearch = config.ef_search
@@ -432,23 +434,6 @@ class AnnIndex:
             AnnMismatchError: Another format or library, or built for other embeddings.
         """
         return cls(**hnsw_files.load(directory, embeddings, threads=threads))
-
-
-def faiss_storage(index: Any) -> Any:
-    """The flat storage behind a FAISS HNSW index."""
-    import faiss
-
-    return faiss.downcast_index(index.storage)
-
-
-def _flat_index(dim: int, dtype: AnnDtype, faiss_metric: int) -> Any:
-    """A flat FAISS index storing vectors as ``dtype``."""
-    import faiss
-
-    if dtype is AnnDtype.FLOAT32:
-        return faiss.IndexFlat(dim, faiss_metric)
-    qtype = faiss.ScalarQuantizer.QT_fp16 if dtype is AnnDtype.FLOAT16 else faiss.ScalarQuantizer.QT_8bit
-    return faiss.IndexScalarQuantizer(dim, qtype, faiss_metric)
 
 
 def _selector(eligible: np.ndarray | None) -> tuple[Any, np.ndarray | None]:

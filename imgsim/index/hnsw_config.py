@@ -1,4 +1,4 @@
-"""How an HNSW index is built and searched, its threads, and the fingerprint of what it indexes.
+"""How an HNSW index is built and searched, its threads, FAISS storage, and the fingerprint of what it indexes.
 
 The structure is always an HNSW graph (it needs no training and takes additions), so the
 configuration names no index kind; an index saved when it did (``"kind": "hnsw"``) still loads.
@@ -149,3 +149,20 @@ def embeddings_fingerprint(embeddings: np.ndarray) -> str:
     if embeddings.ndim != 2:
         raise ValueError(f"`embeddings` must be 2-D (N, dim). Received shape: {embeddings.shape}")
     return fingerprint_of(row_digests(embeddings), embeddings.shape[1])
+
+
+def faiss_storage(index: Any) -> Any:
+    """The flat storage behind a FAISS HNSW index."""
+    import faiss
+
+    return faiss.downcast_index(index.storage)
+
+
+def flat_index(dim: int, dtype: AnnDtype, faiss_metric: int) -> Any:
+    """A flat FAISS index storing vectors as ``dtype``."""
+    import faiss
+
+    if dtype is AnnDtype.FLOAT32:
+        return faiss.IndexFlat(dim, faiss_metric)
+    qtype = faiss.ScalarQuantizer.QT_fp16 if dtype is AnnDtype.FLOAT16 else faiss.ScalarQuantizer.QT_8bit
+    return faiss.IndexScalarQuantizer(dim, qtype, faiss_metric)

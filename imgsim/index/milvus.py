@@ -63,8 +63,8 @@ from imgsim.index.milvus_names import (  # noqa: F401 (names, expressions and UR
     TEXT_FIELDS,
     VECTOR_FIELD,
     VERSION_SUFFIX,
-    check_bytes,
     check_name,
+    check_rows,
     collection_manifest,
     collection_name,
     filter_expression,
@@ -300,7 +300,7 @@ class MilvusBackend:
         if len(check_name(collection)) > MAX_NAME - 20:
             raise ValueError(f"`collection` must be at most {MAX_NAME - 20} characters (a version suffix is added). "
                              f"Received: {len(collection)} characters")
-        vectors = self._check_rows(ids, vectors, categories, labels, dim=int(manifest["dim"]))
+        vectors = check_rows(ids, vectors, categories, labels, dim=int(manifest["dim"]))
         if len(set(ids)) != len(ids):
             raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
         if len(ids) == 0:
@@ -339,7 +339,7 @@ class MilvusBackend:
             ``N``.
         """
         dim = int(self.manifest(collection)["dim"])
-        vectors = self._check_rows(ids, vectors, categories, labels, dim=dim)
+        vectors = check_rows(ids, vectors, categories, labels, dim=dim)
         if len(set(ids)) != len(ids):
             raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
         for start in range(0, len(ids), INSERT_BATCH):
@@ -420,21 +420,6 @@ class MilvusBackend:
         return out
 
     # -- internals --------------------------------------------------------------------------------
-
-    def _check_rows(self, ids: Sequence[str], vectors: np.ndarray, categories: Sequence[str],
-                    labels: Sequence[str], *, dim: int) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.shape[0] != len(ids):
-            raise ValueError(f"`vectors` must have shape ({len(ids)}, {dim}). Received: {vectors.shape}")
-        if len(categories) != len(ids) or len(labels) != len(ids):
-            raise ValueError(f"`categories` and `labels` must have one value per id ({len(ids)}). "
-                             f"Received: {len(categories)} and {len(labels)}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("`vectors` must be finite. Received: NaN or infinity")
-        check_bytes([str(i) for i in ids], MAX_ID_BYTES, "ids")
-        check_bytes([text_value(c) for c in categories], MAX_TEXT_BYTES, "categories")
-        check_bytes([text_value(v) for v in labels], MAX_TEXT_BYTES, "labels")
-        return vectors
 
     def _create(self, physical: str, manifest: dict[str, Any]) -> None:
         from pymilvus import DataType, MilvusClient

@@ -216,3 +216,20 @@ def insert_rows(ids: Sequence[str], vectors: np.ndarray, categories: Sequence[st
     for i, v, c, lab in zip(ids, vectors, categories, labels):
         # pymilvus takes float32 rows as they are (faster than lists of Python floats).
         yield {ID_FIELD: str(i), VECTOR_FIELD: v, "category": text_value(c), "label": text_value(lab)}
+
+
+def check_rows(ids: Sequence[str], vectors: np.ndarray, categories: Sequence[str],
+               labels: Sequence[str], *, dim: int) -> np.ndarray:
+    """``vectors`` as float32 once the rows to insert are checked; raises ``ValueError`` naming what is wrong."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.shape[0] != len(ids):
+        raise ValueError(f"`vectors` must have shape ({len(ids)}, {dim}). Received: {vectors.shape}")
+    if len(categories) != len(ids) or len(labels) != len(ids):
+        raise ValueError(f"`categories` and `labels` must have one value per id ({len(ids)}). "
+                         f"Received: {len(categories)} and {len(labels)}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("`vectors` must be finite. Received: NaN or infinity")
+    check_bytes([str(i) for i in ids], MAX_ID_BYTES, "ids")
+    check_bytes([text_value(c) for c in categories], MAX_TEXT_BYTES, "categories")
+    check_bytes([text_value(v) for v in labels], MAX_TEXT_BYTES, "labels")
+    return vectors
