@@ -79,7 +79,8 @@ def make_store(root: Path, metric: str) -> tuple[Catalog, Store]:
     ids = [f"item-{i}" for i in range(N)]
     ids[3] = 'it"em 3'
     items = pd.DataFrame({"id": ids, "status": OK, "category": [CATEGORIES[i % 3] for i in range(N)],
-                          "label": [f"l{i % 5}" for i in range(N)], "sha256": ids, "source": ids})
+                          "label": [f"l{i % 5}" for i in range(N)], "sha256": ids, "source": ids,
+                          "thumb": [f"thumbs/{i}.png" for i in range(N)]})
     catalog = Catalog(root, {"source": "test"}, items)
     return catalog, write_store(catalog, APPROACH, Fake(), vectors, metric=metric)
 
@@ -218,3 +219,57 @@ def test_the_factory_refuses_unknown_backends_and_locations(tmp_path):
     assert service_for("vectors.db") == "milvus" and service_for("http://127.0.0.1:19530") == "milvus"
     with pytest.raises(ValueError, match=r"`uri` must be 'local' or .*milvus: .*Received: uri='ftp://h'"):
         service_for("ftp://h")
+
+
+def test_a_new_backend_is_one_module_and_one_registry_entry(tmp_path, monkeypatch):
+    """A backend registered in front of the others serves the engine; nothing else is edited."""
+    from imgsim.engine import Engine
+    from imgsim.index import NO_FILTER, factory
+
+    closed = []
+
+    class BruteForce(SearchBackend):  # stands in for a new module (a Qdrant backend, say)
+        metric = Metric.COSINE
+
+        def search(self, queries, k, *, filter=NO_FILTER):
+            score = np.atleast_2d(queries) @ vectors.T
+            rows = np.argsort(-score, axis=1, kind="stable")[:, :k]
+            return Hits(rows, np.take_along_axis(score, rows, axis=1).astype(np.float32))
+
+        def describe(self):
+            return "brute force (test)"
+
+        def close(self):
+            closed.append(True)
+
+    def open_brute_force(opening: Opening) -> BruteForce | None:  # the new module's opener
+        return BruteForce() if opening.metric is opening.store_metric else None
+
+    kind = factory.BackendKind(open_brute_force)
+    monkeypatch.setattr(factory, "KINDS", {"brute": kind, **factory.KINDS})
+    catalog, store = make_store(tmp_path / "shop", "cosine")
+    vectors = np.asarray(store.embeddings)
+    engine = Engine(catalog)
+    assert engine.search_backend(APPROACH) == "brute force (test)"
+    # the protocol's default region search (merged per-region lists) is exact max fusion
+    rng = np.random.default_rng(2)
+    regions = vectors[[7, 7, 8]] + 0.3 * rng.normal(size=(3, DIM)).astype(np.float32)
+    regions /= np.linalg.norm(regions, axis=1, keepdims=True)
+    got = engine.index(APPROACH).search_regions(regions, K)
+    assert_congruent(got, oracle(vectors, regions, "cosine", K, np.ones(N, dtype=bool)))
+    # an opener that declines (here: another metric than the store's) falls through to exact
+    assert engine.index(APPROACH, "euclidean").describe() == "exact"
+    engine.close()
+    engine.close()
+    assert closed == [True]
+
+
+def test_the_engine_names_no_backend():
+    """Engine, loader, query pipeline and views know only the protocol and the factory."""
+    import imgsim
+
+    package = Path(imgsim.__file__).parent
+    for module in ("engine.py", "loader.py", "query.py", "views.py"):
+        text = (package / module).read_text("utf-8").lower()
+        for word in ("milvus", "faiss", "hnsw", "annindex", "__name__"):
+            assert word not in text, f"{module} mentions {word}"
