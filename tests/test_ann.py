@@ -163,6 +163,11 @@ def test_save_load_round_trip(tmp_path, built, data, queries):
     # Saving again over it is atomic and leaves no temporary directories behind.
     loaded.save(tmp_path / "ann")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann"]
+    # An index saved when the config still named its kind ("hnsw", the only one) loads the same.
+    assert "kind" not in manifest["config"]
+    old = {**manifest, "config": {"kind": "hnsw", **manifest["config"]}}
+    (tmp_path / "ann" / "manifest.json").write_text(json.dumps(old))
+    assert AnnIndex.load(tmp_path / "ann", data).config == ann.config
 
 
 def test_load_refuses_other_embeddings(tmp_path, data):
