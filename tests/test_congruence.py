@@ -165,6 +165,8 @@ def test_excluded_rows(opened, metric):
         got = backend.search(vectors[row], K, filter=Filter(exclude_rows=(row,)))
         assert row not in got.rows[0]
         assert_congruent(got, oracle(vectors, vectors[row:row + 1], metric, K, eligible))
+    got = backend.search(vectors[0], K, filter=Filter(exclude_rows=(N + 5,)))  # past the end: nothing
+    assert_congruent(got, oracle(vectors, vectors[:1], metric, K, np.ones(N, dtype=bool)))
     left_out = (3, 6, 9, 12)
     eligible = (catalog.ok["category"] == CATEGORIES[0]).to_numpy() & ~np.isin(np.arange(N), left_out)
     got = backend.search(vectors[3], K, filter=Filter(CATEGORIES[0], left_out))

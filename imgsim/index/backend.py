@@ -106,11 +106,12 @@ class Filter:
             ``(mask or None, exclude or None)``.
         """
         mask = self.mask(items)
-        if len(self.exclude_rows) == 1 and mask is None:
-            return None, [self.exclude_rows[0]] * n_queries
-        if self.exclude_rows:
+        rows = [r for r in self.exclude_rows if r < len(items)]  # a row past the end excludes nothing
+        if len(rows) == 1 and mask is None:
+            return None, rows * n_queries
+        if rows:
             mask = np.ones(len(items), dtype=bool) if mask is None else mask.copy()
-            mask[[r for r in self.exclude_rows if r < len(mask)]] = False
+            mask[rows] = False
         return mask, None
 
 
