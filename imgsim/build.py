@@ -219,10 +219,10 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     settings = BuildOptions(approaches=built, extractor=extractor, extractor_options=extractor_options,
                             autoencoder=None, label_column=label_column)
     done = build_approaches(catalog, settings, progress=progress, log=log)
-    from imgsim.engine import read_backend
+    from imgsim.index.factory import LOCAL, read_backend
 
     backend = read_backend(catalog)
-    if backend["kind"] == "milvus":  # keep Milvus in step (a new collection, swapped in atomically)
+    if backend["kind"] != LOCAL:  # keep the service in step (new collections, swapped in atomically)
         export(catalog, backend["uri"], log=log)
     return done
 
@@ -230,31 +230,25 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
 def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda message: None) -> list[str]:
     """Puts every store of the catalogue into a vector backend and makes the engine use it.
 
-    ``uri``: ``local`` (the catalogue's own stores; the default), a Milvus Lite path ending in
-    ``.db`` (embedded), or ``http://host:19530`` / ``milvus://host:19530`` (a Milvus server or
-    cluster). Each approach's vectors go in with the item id, category and label; the catalogue
-    then records the backend in ``backend.json``, and the engine and the app query it.
+    ``uri``: ``local`` (the catalogue's own stores; the default), or a location a service in
+    :data:`imgsim.index.factory.KINDS` accepts: a Milvus Lite path ending in ``.db`` (embedded), or
+    ``http://host:19530`` / ``milvus://host:19530`` (a Milvus server or cluster). Each approach's
+    vectors go in with the item id, category and label; the catalogue then records the backend in
+    ``backend.json`` (:func:`imgsim.index.factory.publish`), and the engine and the app query it.
 
     Returns:
         The approaches exported.
     """
-    from imgsim.engine import BACKEND_FILE
-    from imgsim.storage.artifacts import write_json_atomic
+    from imgsim.index.factory import LOCAL, publish
     from imgsim.storage.stores import Store
 
     built = [a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir()]
-    if uri == "local":
-        (catalog.root / BACKEND_FILE).unlink(missing_ok=True)
+    if uri == LOCAL:
+        publish(catalog, uri, {}, log)
         log("searching the local stores")
         return built
-    from imgsim.index.milvus import MilvusBackend
-
-    with MilvusBackend(uri) as backend:
-        for approach in built:
-            store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
-            rows = backend.export_store(catalog, store, approach)
-            log(f"{approach}: {rows} rows exported to {backend.uri}")
-    write_json_atomic(catalog.root / BACKEND_FILE, {"kind": "milvus", "uri": uri, "approaches": built})
+    stores = {a: Store.load(approaches_mod.get(a).store_dir(catalog), catalog) for a in built}
+    publish(catalog, uri, stores, log)
     return built
 
 

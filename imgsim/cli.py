@@ -515,18 +515,13 @@ def _prog() -> str:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What ends a command with one line on stderr instead of a traceback.
 
-    Every error imgsim raises on purpose is an :class:`~imgsim.errors.ImgsimError`; ``ValueError``
-    (misuse such as ``k <= 0``) and a missing or unreadable file are the user's to fix too. A
-    Milvus server that is down or refuses raises pymilvus' own error, counted only where pymilvus
-    was loaded (this is evaluated as the error arrives).
+    Every error imgsim raises on purpose is an :class:`~imgsim.errors.ImgsimError` (a backend's
+    service errors included); ``ValueError`` (misuse such as ``k <= 0``) and a missing or
+    unreadable file are the user's to fix too.
     """
     from imgsim.errors import ImgsimError
 
-    errors: list[type[BaseException]] = [ImgsimError, ValueError, FileNotFoundError, PermissionError]
-    milvus = sys.modules.get("pymilvus.exceptions")
-    if milvus is not None and hasattr(milvus, "MilvusException"):
-        errors.append(milvus.MilvusException)
-    return tuple(errors)
+    return (ImgsimError, ValueError, FileNotFoundError, PermissionError)
 
 
 def _hint(err: BaseException) -> str:
@@ -546,8 +541,7 @@ def _hint(err: BaseException) -> str:
 
 def _error_line(command: str, err: BaseException) -> str:
     """``imgsim COMMAND: error: MESSAGE[; HINT]`` on one line."""
-    message = getattr(err, "message", None) if type(err).__name__ == "MilvusException" else None
-    text = f"Milvus: {message}" if message else str(err) or type(err).__name__
+    text = str(err) or type(err).__name__
     hint = _hint(err)
     line = " ".join(f"imgsim {command}: error: {text}".split())  # a message never spans lines here
     return f"{line}; {hint}" if hint else line

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
+from imgsim.index.exact import Index  # noqa: E402
 from imgsim.index.hnsw import (  # noqa: E402
     AnnConfig,
     AnnIndex,
@@ -18,7 +19,6 @@ from imgsim.index.hnsw import (  # noqa: E402
     should_use_ann,
 )
 from imgsim.storage.artifacts import ArtifactError  # noqa: E402
-from imgsim.index.exact import Index  # noqa: E402
 
 N, DIM, K = 3_000, 48, 10
 # One thread: tests run beside other work on two cores, where OpenMP threads would only spin.
@@ -163,6 +163,11 @@ def test_save_load_round_trip(tmp_path, built, data, queries):
     # Saving again over it is atomic and leaves no temporary directories behind.
     loaded.save(tmp_path / "ann")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann"]
+    # An index saved when the config still named its kind ("hnsw", the only one) loads the same.
+    assert "kind" not in manifest["config"]
+    old = {**manifest, "config": {"kind": "hnsw", **manifest["config"]}}
+    (tmp_path / "ann" / "manifest.json").write_text(json.dumps(old))
+    assert AnnIndex.load(tmp_path / "ann", data).config == ann.config
 
 
 def test_load_refuses_other_embeddings(tmp_path, data):

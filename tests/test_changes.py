@@ -8,9 +8,9 @@ import pytest
 from conftest import solid
 from PIL import Image
 
-from imgsim.ingest.catalog import Catalog
 from imgsim.cli import main
 from imgsim.engine import Engine
+from imgsim.ingest.catalog import Catalog
 
 
 @pytest.fixture
@@ -80,20 +80,31 @@ def test_an_interrupted_update_is_finished_by_refresh(shop, tmp_path, monkeypatc
 
 
 def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
-    from imgsim.build import BuildOptions, build_approaches, ensure_ann
+    from imgsim.build import BuildOptions, ann_path, build_approaches, ensure_ann
+    from imgsim.index.exact import Index
+    from imgsim.index.hnsw import AnnConfig, AnnIndex
 
     catalog = Catalog.load(shop)
     build_approaches(catalog, BuildOptions(approaches=("pretrained",), ann="always"))
     assert (shop / "stores" / "pretrained.ann" / "manifest.json").is_file()
     engine = Engine.open(shop)
     assert engine.search_backend("pretrained") == "approximate (HNSW)"
-    exact = Engine.open(shop)
-    exact._indexes[("pretrained", "cosine")] = __import__("imgsim.index.exact").index.exact.Index(
-        exact.store("pretrained").embeddings)
+    embeddings = np.asarray(engine.store("pretrained").embeddings)
+    oracle = Index(embeddings)
     for row in range(3):
-        assert engine.search_item(row, k=5).ids == exact.search_item(row, k=5).ids
-    # a removal makes the graph stale: the engine falls back to exact search until refresh rebuilds it
+        want = oracle.search(embeddings[row], 5, exclude=[row])
+        assert engine.search_item(row, k=5).items["row"].tolist() == want.rows[0].tolist()
+    # a graph built for other embeddings (stale: the catalogue changed since) is passed over
+    AnnIndex.build(embeddings[::-1].copy(), "cosine", AnnConfig(threads=1)).save(ann_path(catalog, "pretrained"))
+    stale = Engine.open(shop)
+    assert stale.search_backend("pretrained") == "exact"
+    want = oracle.search(embeddings[0], 5, exclude=[0]).rows[0].tolist()
+    assert stale.search_item(0, k=5).items["row"].tolist() == want
+    # a removal refreshes the stores; policy auto drops the graph of a store this small: exact search
     assert main(["remove", str(shop), engine.items["id"].iloc[0]]) == 0
-    assert Engine.open(shop).search_backend("pretrained") in ("exact", "approximate (HNSW)")
+    assert not (shop / "stores" / "pretrained.ann").exists()
+    assert Engine.open(shop).search_backend("pretrained") == "exact"
+    ensure_ann(Catalog.load(shop), "pretrained", "always")  # rebuilt for the store as it is now
+    assert Engine.open(shop).search_backend("pretrained") == "approximate (HNSW)"
     ensure_ann(Catalog.load(shop), "pretrained", "never")
     assert not (shop / "stores" / "pretrained.ann").exists()

@@ -113,25 +113,6 @@ def test_every_imgsim_error_is_caught_once_and_other_errors_are_bugs(monkeypatch
         main(["list"])
 
 
-def test_a_milvus_error_still_ends_with_one_line(monkeypatch, capsys):
-    """pymilvus' own error (a server that is down) is counted once pymilvus is loaded."""
-    import types
-
-    from imgsim import cli
-
-    class MilvusException(Exception):  # noqa: N818 (pymilvus' name)
-        message = "server unavailable"
-
-    monkeypatch.setitem(sys.modules, "pymilvus.exceptions", types.SimpleNamespace(MilvusException=MilvusException))
-
-    def fail(args):
-        raise MilvusException("<MilvusException: (code=2, message=server unavailable)>")
-
-    monkeypatch.setattr(cli, "cmd_list", fail)
-    assert main(["list"]) == 2
-    assert capsys.readouterr().err == "imgsim list: error: Milvus: server unavailable\n"
-
-
 def test_add_of_two_files_of_the_same_name_is_one_line(shop_dir, tmp_path, capsys):
     from imgsim.ingest.catalog import ingest
 

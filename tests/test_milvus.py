@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsim.index.exact import Index
 from imgsim.index.milvus import (
     KIND,
     MilvusBackend,
+    MilvusBackendError,
     collection_name,
     filter_expression,
     hits_rows,
     quote,
     resolve_uri,
 )
-from imgsim.index.exact import Index
 
 # Categories that would break or rewrite a naively built expression.
 QUOTED = 'say "hi"'
@@ -213,7 +214,7 @@ def test_a_query_with_another_model_is_refused(tmp_path, data):
     with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
         export(backend, "shop_fake", data)
         assert backend.search("shop_fake", data.queries[:1], 1, expect={"model": "fake", "fingerprint": "v1"})
-        with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*imgsim export"):
+        with pytest.raises(StoreMismatchError, match="fingerprint='v1'.*fingerprint='v2'.*again"):
             backend.search("shop_fake", data.queries[:1], 1, expect={"fingerprint": "v2"})
 
 
@@ -243,12 +244,15 @@ def test_export_store_from_a_catalogue(tmp_path, shop_dir):
         np.testing.assert_array_equal(rows[0], exact.rows[0])
 
 
+@needs_milvus
 def test_the_engine_and_cli_search_milvus_unchanged_for_the_user(built_catalog, tmp_path):
     """`export --to` a Milvus Lite file: the engine answers from Milvus as it did locally; add/remove follow."""
+    import json
     import shutil
 
     from imgsim.cli import main
     from imgsim.engine import Engine
+    from imgsim.errors import ImgsimError
 
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)
@@ -264,14 +268,38 @@ def test_the_engine_and_cli_search_milvus_unchanged_for_the_user(built_catalog, 
             np.testing.assert_allclose(got.items["score"], want.items["score"], atol=1e-4)
     with pytest.raises(ValueError, match="category"):
         remote.search_item(0, "pretrained", category="hats")
-    remote._milvus.close()  # an embedded Milvus Lite file is one process's at a time
+    # A collection missing behind backend.json (dropped, or exported elsewhere) is a plain, typed
+    # error for the engine and an error line from the command line, not a traceback.
+    record = json.loads((root / "backend.json").read_text())
+    (root / "backend.json").write_text(json.dumps({**record, "uri": str(tmp_path / "empty.db")}))
+    lost = Engine.open(root)
+    with pytest.raises(MilvusBackendError, match="no Milvus collection") as caught:
+        lost.search_item(0, "pretrained", k=4)
+    assert isinstance(caught.value, ImgsimError) and "python -m" not in str(caught.value)
+    lost.close()
+    photo = local.items["thumb_path"].iloc[0]
+    # (stderr is not captured: Milvus Lite's server threads log to it after the test.)
+    assert main(["query", str(root), photo, "--approach", "pretrained", "-k", "2"]) == 2
+    (root / "backend.json").write_text(json.dumps(record))
+    remote.close()  # an embedded Milvus Lite file is one process's at a time
+    remote.close()  # twice is safe
     gone = local.items["id"].iloc[0]
     assert main(["remove", str(root), gone]) == 0
     after = Engine.open(root)
     assert gone not in after.search_item(1, "pretrained", k=20).ids and len(after.items) == 11
-    after._milvus.close()
+    after.close()
     assert main(["export", str(root), "--to", "local"]) == 0
     assert Engine.open(root).search_backend("pretrained") == "exact"
+
+
+@needs_milvus
+def test_a_server_that_refuses_is_an_imgsim_error():
+    """pymilvus's own exception never reaches the caller: the CLI and the app catch imgsim's."""
+    from imgsim.errors import ImgsimError
+
+    with pytest.raises(MilvusBackendError, match=r"Milvus at http://127.0.0.1:\d+ \(connect\)") as caught:
+        MilvusBackend(f"http://127.0.0.1:{_free_port()}", timeout=5)
+    assert isinstance(caught.value, ImgsimError) and isinstance(caught.value, RuntimeError)
 
 
 # -- server mode -------------------------------------------------------------------------------------

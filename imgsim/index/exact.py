@@ -8,31 +8,12 @@ results are deterministic and equal to a full stable ``argsort``.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-
 import numpy as np
+import pandas as pd
 
+from imgsim.index.backend import NO_FILTER, Filter, Hits, Metric, Opening, SearchBackend, check_k
 
-class Metric(enum.StrEnum):
-    """How closeness is measured."""
-
-    COSINE = "cosine"
-    EUCLIDEAN = "euclidean"
-
-
-@dataclasses.dataclass(frozen=True)
-class Hits:
-    """Results of a batch of queries.
-
-    Attributes:
-        rows: ``(Q, k)`` int64 row indices, best first.
-        scores: ``(Q, k)`` float32: cosine similarity (higher is closer) or euclidean distance
-            (lower is closer), by the index's metric.
-    """
-
-    rows: np.ndarray
-    scores: np.ndarray
+__all__ = ["ExactBackend", "Hits", "Index", "Metric"]
 
 
 def _top_k_row(score: np.ndarray, k: int) -> np.ndarray:
@@ -119,9 +100,31 @@ class Index:
         Raises:
             ValueError: ``k <= 0``, or shapes that do not match the index.
         """
-        if k <= 0:
-            raise ValueError(f"`k` must be >= 1. Received: k={k}")
-        score = self.scores(queries)
+        check_k(k)
+        return self._select(self.scores(queries), k, mask, exclude)
+
+    def search_fused(self, vectors: np.ndarray, k: int, *, mask: np.ndarray | None = None,
+                     exclude: np.ndarray | list[int] | None = None) -> Hits:
+        """The ``k`` rows whose best match among ``vectors`` is closest, in one product (max fusion).
+
+        Args:
+            vectors: ``(R, dim)``: one query made of ``R`` vectors (the regions of a photo).
+            k: How many rows.
+            mask: As in :meth:`search`.
+            exclude: One row to leave out (``[row]``), or None.
+
+        Returns:
+            :class:`Hits` with one row: each row's best score (cosine, or euclidean distance).
+        """
+        check_k(k)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if len(vectors) == 0:
+            raise ValueError(f"`vectors` must hold at least one region. Received shape: {vectors.shape}")
+        return self._select(self.scores(vectors).max(axis=0, keepdims=True), k, mask, exclude)
+
+    def _select(self, score: np.ndarray, k: int, mask: np.ndarray | None,
+                exclude: np.ndarray | list[int] | None) -> Hits:
+        """Top ``k`` of each row of ``(Q, N)`` closeness (higher is closer), filters applied."""
         n_queries = score.shape[0]
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
@@ -145,3 +148,53 @@ class Index:
         if self.metric is Metric.EUCLIDEAN:
             best = np.sqrt(np.maximum(-best, 0.0))
         return Hits(rows, best)
+
+
+class ExactBackend(SearchBackend):
+    """Exact search as a :class:`~imgsim.index.backend.SearchBackend`: every row, every query.
+
+    Region queries are scored in one product (:meth:`Index.search_fused`).
+
+    Args:
+        embeddings: ``(N, dim)`` float array (a memory-mapped store works).
+        items: The catalogue's items, row-aligned with ``embeddings`` (for filters).
+        metric: ``cosine`` or ``euclidean``.
+    """
+
+    def __init__(self, embeddings: np.ndarray, items: pd.DataFrame, metric: Metric | str = Metric.COSINE) -> None:
+        if len(items) != len(embeddings):
+            raise ValueError(f"`items` must have one row per embedding ({len(embeddings)}). "
+                             f"Received: {len(items)} rows")
+        self.index = Index(embeddings, metric)
+        self.metric = self.index.metric
+        self.items = items
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return self.index.size
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """``(Q, N)`` closeness, higher is closer (see :meth:`Index.scores`)."""
+        return self.index.scores(queries)
+
+    def search(self, queries: np.ndarray, k: int, *, filter: Filter = NO_FILTER) -> Hits:
+        """The ``k`` closest rows to each query (see :meth:`SearchBackend.search`)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        mask, exclude = filter.row_arguments(self.items, len(queries))
+        return self.index.search(queries, k, mask=mask, exclude=exclude)
+
+    def search_regions(self, vectors: np.ndarray, k: int, *, filter: Filter = NO_FILTER,
+                       kinds: tuple[str, ...] | None = None) -> Hits:
+        """Each row scored by its best region, all regions in one product."""
+        mask, exclude = filter.row_arguments(self.items, 1)
+        return self.index.search_fused(vectors, k, mask=mask, exclude=exclude)
+
+    def describe(self) -> str:
+        """``exact``."""
+        return "exact"
+
+
+def open_backend(opening: Opening) -> ExactBackend:
+    """Exact search over the store: the backend that always answers (the factory's last resort)."""
+    return ExactBackend(opening.store.embeddings, opening.items, opening.metric)

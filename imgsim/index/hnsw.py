@@ -19,43 +19,35 @@ Correctness guarantees the graph alone does not give:
   so removed rows stay in the graph as tombstones that searches skip; :attr:`AnnIndex.tombstones`
   tells when a rebuild would pay off.
 
-On disk (:meth:`AnnIndex.save`), a directory written atomically::
-
-    manifest.json   kind "ann_index": format version, library and version, index type and
-                    parameters, metric, count, dim, fingerprint of the embeddings it indexes
-    index.faiss     the FAISS HNSW graph in FAISS's own binary format
-    vectors.faiss   with ``graph_dims``: the stored vectors (flat), the graph links projections
-    projection.npy  with ``graph_dims``: (dim, graph_dims) float32 PCA directions
-    rows.npy        (ntotal,) int64: the store row of each graph node, -1 for a tombstone
-    digests.npy     (count,) uint64: a hash of each indexed row, in row order
-
-:meth:`AnnIndex.load` refuses an index whose fingerprint differs from the embeddings it is handed.
+On disk: see :mod:`imgsim.index.hnsw_files`. :class:`HnswBackend` is the index as a search backend.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from imgsim.index.exact import Hits, Metric
-from imgsim.storage.artifacts import (
-    ArtifactError,
-    atomic_directory,
-    library_versions,
-    now_iso,
-    read_manifest,
-    write_json_atomic,
+from imgsim.index import hnsw_files
+from imgsim.index.backend import NO_FILTER, Filter, Hits, Metric, Opening, SearchBackend
+from imgsim.index.hnsw_config import (  # noqa: F401 (re-exported: the HNSW settings and fingerprints)
+    AnnConfig,
+    AnnDtype,
+    embeddings_fingerprint,
+    faiss_storage,
+    fingerprint_of,
+    flat_index,
+    row_digests,
+    set_threads,
+    should_use_ann,
+    usable_cores,
 )
+from imgsim.index.hnsw_files import FORMAT_VERSION, KIND, LIBRARY, AnnMismatchError  # noqa: F401 (re-exported)
+from imgsim.storage.artifacts import ArtifactError
 
-KIND = "ann_index"
-FORMAT_VERSION = 1
-LIBRARY = "faiss-cpu"
 # Rows handed to FAISS per call, so a float16 or memory-mapped matrix is never copied whole.
 _CHUNK = 32_768
 # A query the graph leaves short is retried with its beam this many times wider, this often.
@@ -63,155 +55,6 @@ _WIDEN = 4
 _RETRIES = 3
 # The widest beam a filtered search starts with (a 1% filter at ef 64 would ask for 6,400).
 _MAX_EF = 2_048
-
-
-class AnnKind(enum.StrEnum):
-    """The index structure. Only HNSW is offered: it needs no training and takes additions."""
-
-    HNSW = "hnsw"
-
-
-class AnnDtype(enum.StrEnum):
-    """How vectors are stored in the graph: 4, 2 or 1 byte(s) a dimension."""
-
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    SQ8 = "sq8"
-
-
-class AnnMismatchError(ArtifactError):
-    """An ANN index was built for other embeddings, or by another library or format."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AnnConfig:
-    """How an approximate index is built and searched.
-
-    Attributes:
-        kind: The index structure (``hnsw``).
-        M: Graph neighbours per node (FAISS keeps ``2 * M`` on the bottom layer).
-        ef_construction: Beam width while inserting; wider builds slower and recalls more.
-        ef_search: Beam width while searching (raised to ``k`` when ``k`` is larger).
-        dtype: ``float32``, ``float16`` (half the memory) or ``sq8`` (a quarter, trained on the
-            rows first built).
-        min_rows: Stores with at least this many rows should be searched through the index
-            (see :func:`should_use_ann`); below it exact search is fast enough.
-        exact_below: A filtered search with at most this many eligible rows is answered exactly
-            over those rows instead of through the graph.
-        threads: OpenMP threads for building and batched queries; 0 means every core this
-            process may use. Never more than that.
-        graph_dims: 0 links the graph over the stored vectors. Otherwise the graph links PCA
-            projections of them to this many dims (about 10x cheaper to build at 1280 -> 128),
-            and each query's ``rerank * k`` graph candidates are re-scored on the stored vectors.
-        rerank: Candidates per result re-scored when ``graph_dims`` is set.
-    """
-
-    kind: AnnKind | str = AnnKind.HNSW
-    M: int = 32  # noqa: N815 - the name every HNSW paper and library uses
-    ef_construction: int = 80
-    ef_search: int = 64
-    dtype: AnnDtype | str = AnnDtype.FLOAT16
-    min_rows: int = 200_000
-    exact_below: int = 4_096
-    threads: int = 0
-    graph_dims: int = 0
-    rerank: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", _enum(AnnKind, self.kind, "kind"))
-        object.__setattr__(self, "dtype", _enum(AnnDtype, self.dtype, "dtype"))
-        for name, low in (("M", 2), ("ef_construction", 1), ("ef_search", 1), ("min_rows", 0),
-                          ("exact_below", 0), ("threads", 0), ("graph_dims", 0), ("rerank", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields as plain JSON values."""
-        return {f.name: str(v) if isinstance(v, enum.Enum) else v
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
-
-
-def _enum(cls: type[enum.StrEnum], value: Any, name: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}") from None
-
-
-def should_use_ann(n_rows: int, config: AnnConfig | None = None) -> bool:
-    """Whether a store of ``n_rows`` rows is better searched through an ANN index.
-
-    Args:
-        n_rows: Rows in the store.
-        config: Supplies ``min_rows``; the default config when omitted.
-
-    Returns:
-        ``True`` at or above ``config.min_rows``.
-    """
-    config = config or AnnConfig()
-    return n_rows >= config.min_rows
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def set_threads(threads: int = 0) -> int:
-    """Sets FAISS's OpenMP thread count, capped at :func:`usable_cores`; 0 means all of them.
-
-    Returns:
-        The number of threads set.
-    """
-    import faiss
-
-    n = usable_cores() if threads <= 0 else min(threads, usable_cores())
-    faiss.omp_set_num_threads(n)
-    return n
-
-
-_HASH_SEED = 0x1_5EA2C4
-
-
-def row_digests(embeddings: np.ndarray, chunk: int = 8_192) -> np.ndarray:
-    """A 64-bit hash of each row's float32 bits: ``sum_j bits[j] * P[j] mod 2**64``.
-
-    ``P`` are fixed odd random multipliers, so any change to one value changes its row's hash.
-    Vectorised, about a second per million 1280-d rows; not meant to resist a forger.
-
-    Args:
-        embeddings: ``(N, dim)``, any float dtype (hashed as float32).
-
-    Returns:
-        ``(N,)`` uint64.
-    """
-    n, dim = embeddings.shape
-    multipliers = np.random.default_rng(_HASH_SEED).integers(0, 2**63, dim, dtype=np.uint64) * 2 + 1
-    out = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, chunk):
-        bits = np.ascontiguousarray(embeddings[start:start + chunk], dtype=np.float32).view(np.uint32)
-        out[start:start + chunk] = (bits.astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
-    return out
-
-
-def fingerprint_of(digests: np.ndarray, dim: int) -> str:
-    """The fingerprint of a matrix from its :func:`row_digests` and its dim."""
-    digest = hashlib.sha256(f"{len(digests)}x{dim}\n".encode())
-    digest.update(np.ascontiguousarray(digests, dtype="<u8").tobytes())
-    return digest.hexdigest()
-
-
-def embeddings_fingerprint(embeddings: np.ndarray) -> str:
-    """The fingerprint an ANN index records for the ``(N, dim)`` matrix it indexes."""
-    embeddings = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
-    if embeddings.ndim != 2:
-        raise ValueError(f"`embeddings` must be 2-D (N, dim). Received shape: {embeddings.shape}")
-    return fingerprint_of(row_digests(embeddings), embeddings.shape[1])
 
 
 class AnnIndex:
@@ -283,7 +126,7 @@ class AnnIndex:
             # rows ranks like cosine, so the graph is L2 whatever the metric.
             _, eigvecs = np.linalg.eigh(np.cov(sample, rowvar=False))
             projection = np.ascontiguousarray(eigvecs[:, ::-1][:, :config.graph_dims], dtype=np.float32)
-            vectors = _flat_index(dim, config.dtype, faiss_metric)
+            vectors = flat_index(dim, config.dtype, faiss_metric)
             index = faiss.IndexHNSWFlat(config.graph_dims, config.M, faiss.METRIC_L2)
         index.hnsw.efConstruction = config.ef_construction
         index.hnsw.efSearch = config.ef_search
@@ -564,45 +407,16 @@ class AnnIndex:
             return dist.astype(np.float32)
         return np.sqrt(np.maximum(dist, 0.0)).astype(np.float32)
 
-    # ----------------------------------------------------------------- disk
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes the index as a directory, atomically (see the module docstring).
 
         Args:
-            directory: Where to write it, e.g. ``CATALOG/stores/<approach>/ann`` or beside it.
+            directory: Where to write it, e.g. ``CATALOG/stores/<approach>.ann``.
 
         Returns:
             The directory.
         """
-        import faiss
-
-        directory = Path(directory)
-        manifest = {
-            "kind": KIND,
-            "format_version": FORMAT_VERSION,
-            "library": LIBRARY,
-            "library_version": faiss.__version__,
-            "index_type": type(self._index).__name__ + (
-                f" on PCA-{self._projection.shape[1]}, re-ranked on {type(self._vectors).__name__}"
-                if self._projection is not None else ""),
-            "config": self.config.to_json(),
-            "metric": str(self.metric),
-            "count": self.size,
-            "nodes": int(self._index.ntotal),
-            "dim": self.dim,
-            "fingerprint": self.fingerprint,
-            "created": now_iso(),
-            "library_versions": library_versions(),
-        }
-        with atomic_directory(directory) as tmp:
-            faiss.write_index(self._index, str(tmp / "index.faiss"))
-            if self._projection is not None:
-                faiss.write_index(self._vectors, str(tmp / "vectors.faiss"))
-                np.save(tmp / "projection.npy", self._projection, allow_pickle=False)
-            np.save(tmp / "rows.npy", self._rows_of, allow_pickle=False)
-            np.save(tmp / "digests.npy", self._digests, allow_pickle=False)
-            write_json_atomic(tmp / "manifest.json", manifest)
-        return directory
+        return hnsw_files.save(self, directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, embeddings: np.ndarray,
@@ -611,70 +425,15 @@ class AnnIndex:
 
         Args:
             directory: The index directory.
-            embeddings: ``(N, dim)``: the store's matrix now. Its fingerprint must equal the one
+            embeddings: ``(N, dim)``: the store's matrix now; its fingerprint must equal the one
                 the index was saved with.
             threads: OpenMP threads (default: the saved config's).
 
         Raises:
             ArtifactError: Nothing loadable there.
-            AnnMismatchError: Another format or library, or built for other embeddings (the
-                message says which, and to rebuild).
+            AnnMismatchError: Another format or library, or built for other embeddings.
         """
-        import faiss
-
-        directory = Path(directory)
-        manifest = read_manifest(directory, KIND)
-        rebuild = "rebuild it with AnnIndex.build"
-        if manifest.get("format_version") != FORMAT_VERSION or manifest.get("library") != LIBRARY:
-            raise AnnMismatchError(
-                f"ANN index {directory} has format {manifest.get('format_version')} by "
-                f"{manifest.get('library')}; expected format {FORMAT_VERSION} by {LIBRARY}; {rebuild}")
-        shape = tuple(getattr(embeddings, "shape", ()))
-        if shape != (manifest.get("count"), manifest.get("dim")):
-            raise AnnMismatchError(
-                f"ANN index {directory} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
-                f"but the embeddings have shape {shape}; {rebuild}")
-        if embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
-            raise AnnMismatchError(
-                f"ANN index {directory} was built for other embeddings of the same shape {shape}; {rebuild}")
-        try:
-            config = AnnConfig(**manifest["config"])
-            if threads is not None:
-                config = dataclasses.replace(config, threads=threads)
-            metric = Metric(manifest["metric"])
-            set_threads(config.threads)
-            index = faiss.read_index(str(directory / "index.faiss"))
-            vectors, projection = None, None
-            if config.graph_dims:
-                vectors = faiss.read_index(str(directory / "vectors.faiss"))
-                projection = np.load(directory / "projection.npy", allow_pickle=False)
-            rows_of = np.load(directory / "rows.npy", allow_pickle=False)
-            digests = np.load(directory / "digests.npy", allow_pickle=False)
-        except (KeyError, TypeError, ValueError, OSError, RuntimeError) as err:
-            raise ArtifactError(f"ANN index {directory} is damaged: {err}; {rebuild}") from err
-        if (index.ntotal != len(rows_of) or index.ntotal != manifest.get("nodes")
-                or len(digests) != manifest["count"] or (vectors or index).d != manifest["dim"]
-                or (vectors is not None and vectors.ntotal != index.ntotal)):
-            raise ArtifactError(f"ANN index {directory} is damaged: its files disagree with its manifest")
-        return cls(index, metric, config, rows_of.astype(np.int64), digests.astype(np.uint64),
-                   vectors, projection)
-
-
-def faiss_storage(index: Any) -> Any:
-    """The flat storage behind a FAISS HNSW index."""
-    import faiss
-
-    return faiss.downcast_index(index.storage)
-
-
-def _flat_index(dim: int, dtype: AnnDtype, faiss_metric: int) -> Any:
-    """A flat FAISS index storing vectors as ``dtype``."""
-    import faiss
-
-    if dtype is AnnDtype.FLOAT32:
-        return faiss.IndexFlat(dim, faiss_metric)
-    qtype = faiss.ScalarQuantizer.QT_fp16 if dtype is AnnDtype.FLOAT16 else faiss.ScalarQuantizer.QT_8bit
-    return faiss.IndexScalarQuantizer(dim, qtype, faiss_metric)
+        return cls(**hnsw_files.load(directory, embeddings, threads=threads))
 
 
 def _selector(eligible: np.ndarray | None) -> tuple[Any, np.ndarray | None]:
@@ -693,3 +452,51 @@ def _prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
     if metric is Metric.COSINE:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x
+
+
+class HnswBackend(SearchBackend):
+    """An :class:`AnnIndex` as a :class:`~imgsim.index.backend.SearchBackend`.
+
+    Args:
+        index: The loaded index.
+        items: The catalogue's items, row-aligned with the index (for filters).
+    """
+
+    def __init__(self, index: AnnIndex, items: pd.DataFrame) -> None:
+        if index.size != len(items):
+            raise ValueError(f"`items` must have one row per indexed row ({index.size}). Received: {len(items)}")
+        self.index = index
+        self.metric = index.metric
+        self.items = items
+
+    def search(self, queries: np.ndarray, k: int, *, filter: Filter = NO_FILTER) -> Hits:
+        """The ``k`` closest rows to each query, approximately (see :meth:`AnnIndex.search`)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        mask, exclude = filter.row_arguments(self.items, len(queries))
+        return self.index.search(queries, k, mask=mask, exclude=exclude)
+
+    def describe(self) -> str:
+        """``approximate (HNSW)``."""
+        return "approximate (HNSW)"
+
+
+def ann_dir(store_root: Path, approach: str) -> Path:
+    """Where the approximate index of a store lives: ``stores/<approach>.ann`` beside it."""
+    return Path(store_root).with_name(f"{approach}.ann")
+
+
+def open_backend(opening: Opening) -> HnswBackend | None:
+    """The store's HNSW index if a current one exists for its own metric, else None.
+
+    A stale index (the catalogue changed since it was built) is passed over: exact search stays
+    correct until a refresh rebuilds it.
+    """
+    if opening.served_remotely or opening.metric is not opening.store_metric:
+        return None
+    path = ann_dir(opening.store.root, opening.approach)
+    if not path.is_dir():
+        return None
+    try:
+        return HnswBackend(AnnIndex.load(path, opening.store.embeddings), opening.items)
+    except ArtifactError:
+        return None

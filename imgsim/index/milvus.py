@@ -25,200 +25,99 @@ size (p50 5-8 ms with the 2 cores shared, most of it gRPC), so ef=128 buys the f
 data needs more: on uniform random 128-d vectors ef=64 gave only 0.81; measure again for another
 model or size.
 
-Filters are pushed down as Milvus expressions built here from escaped string literals (never by
-pasting user text into an expression).
+Filters are pushed down as Milvus expressions built from escaped string literals (never by
+pasting user text into an expression; see :mod:`imgsim.index.milvus_names`). Every error Milvus
+raises comes out as :class:`MilvusBackendError` with Milvus's own message.
+:mod:`imgsim.index.milvus_search` is a collection as an engine's search backend.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgsim.errors import ImgsimError
+from imgsim.index.backend import BackendError
+from imgsim.index.milvus_names import (  # noqa: F401 (names, expressions and URIs, re-exported)
+    COLLECTION_NOT_LOADED,
+    DEFAULT_EF,
+    FORMAT_VERSION,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    ID_FIELD,
+    INSERT_BATCH,
+    KIND,
+    MAX_ID_BYTES,
+    MAX_K,
+    MAX_NAME,
+    MAX_TEXT_BYTES,
+    METRICS,
+    PROPERTY,
+    TEXT_FIELDS,
+    VECTOR_FIELD,
+    VERSION_SUFFIX,
+    check_name,
+    check_rows,
+    collection_manifest,
+    collection_name,
+    filter_expression,
+    hits_rows,
+    insert_rows,
+    quote,
+    resolve_uri,
+    text_value,
+)
 from imgsim.ingest.catalog import Catalog
-from imgsim.storage.artifacts import library_versions, now_iso
-from imgsim.storage.stores import MODEL_FIELDS, Store, StoreMismatchError
-
-KIND = "milvus_collection"
-FORMAT_VERSION = 1
-PROPERTY = "imgsim_manifest"
-ID_FIELD = "id"
-VECTOR_FIELD = "vector"
-TEXT_FIELDS = ("category", "label")
-# Milvus measures VARCHAR lengths in bytes (UTF-8).
-MAX_ID_BYTES = 2048
-MAX_TEXT_BYTES = 2048
-MAX_NAME = 255
-# Milvus refuses a top-k above 16384.
-MAX_K = 16384
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 200
-DEFAULT_EF = 128
-INSERT_BATCH = 1000
-METRICS = {"cosine": "COSINE", "euclidean": "L2"}
-# Milvus's error code for a search on a collection that is not loaded.
-COLLECTION_NOT_LOADED = 101
-
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VERSION_RE = r"_v\d+$"
-# Control characters that the expression grammar has no escape for in every Milvus version.
-_UNESCAPABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+from imgsim.storage.stores import Store, StoreMismatchError
 
 # Embedded servers are per path and per process: close the last backend, release the server.
 _EMBEDDED_USERS: dict[str, int] = {}
 _EMBEDDED_LOCK = threading.Lock()
 
 
-class MilvusBackendError(ImgsimError, RuntimeError):
-    """A Milvus collection cannot be used as asked; the message says why."""
+class MilvusBackendError(BackendError):
+    """A Milvus collection cannot be used as asked, or Milvus refused a call; the message says why.
 
-
-def collection_name(catalog_name: str, approach: str) -> str:
-    """A valid Milvus collection name for a (catalogue, approach) pair.
-
-    Milvus names allow ``[A-Za-z0-9_]`` only, so other characters become ``_`` and a short hash
-    of the original pair keeps ``my-shop`` and ``my_shop`` apart.
-
-    Args:
-        catalog_name: The catalogue's name (any text).
-        approach: The approach (``pretrained``, ``autoencoder``, ...).
-
-    Returns:
-        ``imgsim_<catalog>_<approach>_<hash8>``, at most 200 characters.
-
-    Raises:
-        ValueError: An empty catalogue name or approach.
+    Attributes:
+        code: Milvus's error code, when Milvus raised it (None otherwise).
     """
-    if not catalog_name or not approach:
-        raise ValueError(f"`catalog_name` and `approach` must be non-empty. "
-                         f"Received: catalog_name={catalog_name!r}, approach={approach!r}")
-    digest = hashlib.sha256(f"{catalog_name}\0{approach}".encode()).hexdigest()[:8]
-    slug = re.sub(r"[^A-Za-z0-9_]", "_", catalog_name)[:120]
-    approach_slug = re.sub(r"[^A-Za-z0-9_]", "_", approach)[:50]
-    return f"imgsim_{slug}_{approach_slug}_{digest}"
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def check_name(name: str) -> str:
-    """Returns ``name`` if Milvus accepts it as a collection name, else raises ``ValueError``."""
-    if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME_RE.match(name):
-        raise ValueError(f"`collection` must be a letter or _ then letters, digits or _ "
-                         f"(at most {MAX_NAME} characters). Received: collection={name!r}")
-    return name
+class _Client:
+    """A ``pymilvus.MilvusClient`` whose errors are :class:`MilvusBackendError` (imgsim's own)."""
 
+    def __init__(self, uri: str, timeout: float) -> None:
+        self._uri = uri
+        from pymilvus import MilvusClient
 
-def quote(value: str) -> str:
-    """``value`` as a double-quoted Milvus string literal, escaped so it cannot end early.
+        self._client = self._call("connect", MilvusClient, uri=uri, timeout=timeout)
 
-    Args:
-        value: Any text (a category, an id).
+    def _call(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from pymilvus.exceptions import MilvusException
 
-    Returns:
-        A literal such as ``"shoes \\"sale\\""`` for use in a filter expression.
-
-    Raises:
-        ValueError: ``value`` is not a string, or holds a control character other than
-            newline, carriage return or tab (the expression grammar cannot escape those).
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"`value` must be a string. Received: value={value!r}")
-    if _UNESCAPABLE.search(value):
-        raise ValueError(f"`value` must not contain control characters. Received: value={value!r}")
-    return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
-
-
-def filter_expression(category: str | None = None, exclude_ids: Sequence[str] | None = None) -> str:
-    """The Milvus filter for a category and a list of ids to leave out (``""`` for none).
-
-    Args:
-        category: Only rows whose ``category`` equals this.
-        exclude_ids: Rows whose ``id`` is one of these are left out.
-    """
-    parts = []
-    if category is not None:
-        parts.append(f"category == {quote(category)}")
-    if exclude_ids:
-        parts.append(f"id not in [{', '.join(quote(str(i)) for i in exclude_ids)}]")
-    return " and ".join(f"({p})" for p in parts)
-
-
-def resolve_uri(uri: str) -> tuple[str, bool]:
-    """Normalises a backend location.
-
-    Args:
-        uri: ``http(s)://host:port``, ``tcp://host:port``, ``milvus://host:port`` (same as
-            ``http``), or a local path ending in ``.db`` for Milvus Lite embedded.
-
-    Returns:
-        ``(uri for MilvusClient, embedded)``.
-
-    Raises:
-        ValueError: Anything else.
-    """
-    if not isinstance(uri, str) or not uri:
-        raise ValueError(f"`uri` must be a local path ending in .db or http://host:port. Received: uri={uri!r}")
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme == "milvus":
-        return "http://" + uri.split("://", 1)[1], False
-    if scheme in ("http", "https", "tcp"):
-        return uri, False
-    if scheme:
-        raise ValueError(f"`uri` must be a local path ending in .db or http://host:port. Received: uri={uri!r}")
-    path = Path(uri).expanduser()
-    if path.suffix != ".db":
-        raise ValueError(f"`uri` must be a local path ending in .db (Milvus Lite) or http://host:port. "
-                         f"Received: uri={uri!r}")
-    return str(path.resolve()), True
-
-
-def collection_manifest(store: Store, catalog: Catalog, *, index: dict[str, Any]) -> dict[str, Any]:
-    """The record kept in a collection's properties: the store's model identity and index settings."""
-    return {
-        "kind": KIND,
-        "format_version": FORMAT_VERSION,
-        **{field: store.manifest.get(field) for field in MODEL_FIELDS},
-        "metric": store.manifest.get("metric", "cosine"),
-        "catalog": catalog.name,
-        "catalog_fingerprint": catalog.fingerprint,
-        "exported_count": int(store.embeddings.shape[0]),
-        "index": index,
-        "created": now_iso(),
-        "library_versions": {**library_versions(), **_milvus_versions()},
-    }
-
-
-def _milvus_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("pymilvus", "milvus-lite"):
         try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+            return call(*args, **kwargs)
+        except MilvusException as err:
+            message = getattr(err, "message", None) or str(err)
+            raise MilvusBackendError(f"Milvus at {self._uri} ({what}): {message}",
+                                     code=getattr(err, "code", None)) from err
 
-
-def _text(value: Any) -> str:
-    """A table cell as a VARCHAR value (missing cells become ``""``)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value)
-
-
-def _check_bytes(values: Sequence[str], limit: int, what: str) -> None:
-    for v in values:
-        if len(v.encode("utf-8")) > limit:
-            raise ValueError(f"`{what}` values must be at most {limit} bytes in UTF-8. Received: {v[:60]!r}...")
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self._call(name, attr, *args, **kwargs)
 
 
 class MilvusBackend:
@@ -249,9 +148,7 @@ class MilvusBackend:
         if self.embedded:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
             _limit_faiss_threads(omp_threads)
-        from pymilvus import MilvusClient
-
-        self._client = MilvusClient(uri=self.uri, timeout=timeout)
+        self._client = _Client(self.uri, timeout)
         if self.embedded:
             with _EMBEDDED_LOCK:
                 _EMBEDDED_USERS[self.uri] = _EMBEDDED_USERS.get(self.uri, 0) + 1
@@ -300,8 +197,8 @@ class MilvusBackend:
         check_name(collection)
         if collection not in self._manifests:
             if not self.has(collection):
-                raise MilvusBackendError(f"no Milvus collection {collection} at {self.uri}; "
-                                         "export it with: python -m imgsim export CATALOG --to URI")
+                raise MilvusBackendError(f"no Milvus collection {collection} at {self.uri}: the catalogue "
+                                         "was not exported there, or the collection was dropped; export it again")
             described = self._client.describe_collection(collection)
             raw = (described.get("properties") or {}).get(PROPERTY)
             try:
@@ -331,8 +228,8 @@ class MilvusBackend:
             if manifest.get(field) != value:
                 raise StoreMismatchError(
                     f"Milvus collection {collection} was exported with {field}={manifest.get(field)!r} but "
-                    f"the model now has {field}={value!r}; re-export it with: python -m imgsim export "
-                    f"{manifest.get('catalog', 'CATALOG')} --to {self.uri}"
+                    f"the model now has {field}={value!r}; export catalogue "
+                    f"{manifest.get('catalog', '?')!r} to {self.uri} again"
                 )
 
     def count(self, collection: str) -> int:
@@ -374,8 +271,8 @@ class MilvusBackend:
         metric = store.manifest.get("metric", "cosine")
         if metric not in METRICS:
             raise ValueError(f"store metric must be one of {', '.join(METRICS)}. Received: metric={metric!r}")
-        categories = [_text(v) for v in (ok["category"] if "category" in ok else [""] * len(ids))]
-        labels = [_text(v) for v in (ok["label"] if "label" in ok else [""] * len(ids))]
+        categories = [text_value(v) for v in (ok["category"] if "category" in ok else [""] * len(ids))]
+        labels = [text_value(v) for v in (ok["label"] if "label" in ok else [""] * len(ids))]
         index = {"type": "HNSW", "metric": METRICS[metric], "M": m, "efConstruction": ef_construction,
                  "ef": ef or DEFAULT_EF}
         manifest = collection_manifest(store, catalog, index=index)
@@ -403,7 +300,7 @@ class MilvusBackend:
         if len(check_name(collection)) > MAX_NAME - 20:
             raise ValueError(f"`collection` must be at most {MAX_NAME - 20} characters (a version suffix is added). "
                              f"Received: {len(collection)} characters")
-        vectors = self._check_rows(ids, vectors, categories, labels, dim=int(manifest["dim"]))
+        vectors = check_rows(ids, vectors, categories, labels, dim=int(manifest["dim"]))
         if len(set(ids)) != len(ids):
             raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
         if len(ids) == 0:
@@ -413,7 +310,7 @@ class MilvusBackend:
         try:
             for start in range(0, len(ids), batch_size):
                 stop = start + batch_size
-                self._client.insert(physical, list(_rows(ids[start:stop], vectors[start:stop],
+                self._client.insert(physical, list(insert_rows(ids[start:stop], vectors[start:stop],
                                                          categories[start:stop], labels[start:stop])))
             # Sealed segments get the HNSW index; unflushed rows would be searched by brute force.
             self._client.flush(physical)
@@ -442,12 +339,12 @@ class MilvusBackend:
             ``N``.
         """
         dim = int(self.manifest(collection)["dim"])
-        vectors = self._check_rows(ids, vectors, categories, labels, dim=dim)
+        vectors = check_rows(ids, vectors, categories, labels, dim=dim)
         if len(set(ids)) != len(ids):
             raise ValueError(f"`ids` must be unique. Received: {len(ids) - len(set(ids))} duplicates")
         for start in range(0, len(ids), INSERT_BATCH):
             stop = start + INSERT_BATCH
-            self._client.upsert(collection, list(_rows(ids[start:stop], vectors[start:stop],
+            self._client.upsert(collection, list(insert_rows(ids[start:stop], vectors[start:stop],
                                                        categories[start:stop], labels[start:stop])))
         return len(ids)
 
@@ -524,21 +421,6 @@ class MilvusBackend:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _check_rows(self, ids: Sequence[str], vectors: np.ndarray, categories: Sequence[str],
-                    labels: Sequence[str], *, dim: int) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.shape[0] != len(ids):
-            raise ValueError(f"`vectors` must have shape ({len(ids)}, {dim}). Received: {vectors.shape}")
-        if len(categories) != len(ids) or len(labels) != len(ids):
-            raise ValueError(f"`categories` and `labels` must have one value per id ({len(ids)}). "
-                             f"Received: {len(categories)} and {len(labels)}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("`vectors` must be finite. Received: NaN or infinity")
-        _check_bytes([str(i) for i in ids], MAX_ID_BYTES, "ids")
-        _check_bytes([_text(c) for c in categories], MAX_TEXT_BYTES, "categories")
-        _check_bytes([_text(v) for v in labels], MAX_TEXT_BYTES, "labels")
-        return vectors
-
     def _create(self, physical: str, manifest: dict[str, Any]) -> None:
         from pymilvus import DataType, MilvusClient
 
@@ -568,7 +450,7 @@ class MilvusBackend:
             self._client.create_alias(physical, alias)
         # Earlier versions, including ones an interrupted export left behind.
         for name in self._client.list_collections():
-            if name != physical and re.fullmatch(re.escape(alias) + _VERSION_RE, name):
+            if name != physical and re.fullmatch(re.escape(alias) + VERSION_SUFFIX, name):
                 self._drop_quietly(name)
 
     def _drop_quietly(self, physical: str) -> None:
@@ -601,13 +483,6 @@ class MilvusBackend:
         self._loaded.add(collection)
 
 
-def _rows(ids: Sequence[str], vectors: np.ndarray, categories: Sequence[str],
-          labels: Sequence[str]) -> Iterator[dict[str, Any]]:
-    for i, v, c, lab in zip(ids, vectors, categories, labels):
-        # pymilvus takes float32 rows as they are (faster than lists of Python floats).
-        yield {ID_FIELD: str(i), VECTOR_FIELD: v, "category": _text(c), "label": _text(lab)}
-
-
 def _limit_faiss_threads(threads: int | None) -> None:
     """Keeps embedded Milvus's FAISS from taking every core (a process-wide FAISS setting)."""
     if threads is None:
@@ -623,27 +498,3 @@ def _limit_faiss_threads(threads: int | None) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def hits_rows(results: list[list[tuple[str, float]]], ids: Sequence[str] | np.ndarray,
-              metric: str = "cosine") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Maps :meth:`MilvusBackend.search` results to catalogue rows, as :class:`imgsim.index.exact.Hits` holds them.
-
-    Ties are ordered by row, as the exact index orders them; ids not in ``ids`` (added to Milvus
-    but not to this catalogue) are dropped.
-
-    Args:
-        results: One list of ``(id, score)`` per query.
-        ids: The catalogue's ids, row-aligned with its stores (``catalog.ok["id"]``).
-        metric: ``cosine`` (higher is closer) or ``euclidean`` (lower is closer).
-
-    Returns:
-        ``(rows, scores)``: one int64 and one float32 array per query (queries may get different
-        counts).
-    """
-    where = {str(item): row for row, item in enumerate(ids)}
-    sign = -1.0 if metric == "cosine" else 1.0
-    rows_out, scores_out = [], []
-    for hits in results:
-        kept = sorted(((sign * s, where[i], s) for i, s in hits if i in where))
-        rows_out.append(np.array([r for _, r, _ in kept], dtype=np.int64))
-        scores_out.append(np.array([s for _, _, s in kept], dtype=np.float32))
-    return rows_out, scores_out

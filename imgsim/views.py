@@ -1,0 +1,185 @@
+"""What an engine shows besides search: the autoencoder's views and the analytics of the UI.
+
+Reconstructions and reconstruction errors (the autoencoder), drift since the learned models were
+fitted, a 2-D map of each approach's embeddings, labels and leave-one-out evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from imgsim import approaches as approaches_mod
+from imgsim.approaches import AUTOENCODER, TUNED
+from imgsim.ingest.images import ImageSource, crop, to_square
+from imgsim.loader import Loader
+from imgsim.query import as_rgb
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """The autoencoder's view of one image: input, output, per-pixel error, MSE and PSNR."""
+
+    original: np.ndarray
+    reconstruction: np.ndarray
+    error_map: np.ndarray
+    mse: float
+    psnr: float
+
+
+
+class Views:
+    """The autoencoder's views and the UI's analytics over a loaded catalogue.
+
+    Args:
+        loader: The engine's loader.
+        product_box: Finds the automatic product box of a photo (see
+            :meth:`imgsim.query.QueryPipeline.product_box`).
+    """
+
+    def __init__(self, loader: Loader,
+                 product_box: Callable[[np.ndarray], tuple[int, int, int, int] | None]) -> None:
+        self.loader = loader
+        self.catalog = loader.catalog
+        self.items = loader.items
+        self.product_box = product_box
+        self._errors: pd.DataFrame | None = None
+
+    def reconstruct(self, image: ImageSource | np.ndarray | None = None, *,
+                    row: int | None = None, box: tuple[int, int, int, int] | None = None) -> Reconstruction:
+        """The autoencoder's reconstruction of ``image`` or of catalogue item ``row``.
+
+        A photo is cropped to ``box``, else to its automatic product box (as a search does), so
+        the reconstruction is the studio picture the autoencoder imagines for the product.
+        """
+        model = self.loader.model(AUTOENCODER)
+        if row is not None:
+            square = self.catalog.load_square(row, model.image_size)
+        else:
+            rgb = as_rgb(image)
+            product = box or self.product_box(rgb)
+            square = to_square(crop(rgb, product) if product else rgb, model.image_size)
+        recon, mse, psnr = model.errors(square[None])
+        error = np.abs(recon[0] - square.astype(np.float32) / 255.0).mean(axis=2)
+        return Reconstruction(square, (recon[0] * 255).round().astype(np.uint8), error,
+                              float(mse[0]), float(psnr[0]))
+
+    def reconstruction_errors(self, batch_size: int = 64) -> pd.DataFrame:
+        """Per-item reconstruction MSE and PSNR over the whole catalogue (computed once per engine).
+
+        Returns:
+            A frame with ``row``, ``id``, ``name``, ``category``, ``mse``, ``psnr``.
+        """
+        from imgsim.approaches.autoencoder import psnr
+        from imgsim.storage.stores import iter_batches
+
+        model = self.loader.model(AUTOENCODER)
+        with self.loader.lock:
+            if self._errors is None:
+                mse = np.concatenate([model.errors(batch)[1] for batch in
+                                      iter_batches(self.catalog.thumb_paths(), model.image_size, batch_size)])
+                self._errors = pd.DataFrame({
+                    "row": np.arange(len(mse)), "id": self.items["id"], "name": self.items["name"],
+                    "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
+            return self._errors.copy()
+
+    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[str]:
+        """How far the catalogue has moved from what its learned models were fitted on.
+
+        Items added after the autoencoder was trained are reconstructed and their mean error
+        compared with the validation error at training time; retraining is suggested when it is
+        ``retrain_ratio`` times larger, or when the new items are more than ``retrain_share`` of
+        the catalogue. The same share rule applies to the tuned projection.
+
+        Returns:
+            One line per learned approach, in plain words.
+        """
+        lines = []
+        added = self.items["added_at"] if "added_at" in self.items else pd.Series([""] * len(self.items))
+        if AUTOENCODER in self.loader.approaches():
+            model = self.loader.model(AUTOENCODER)
+            trained = str(model.manifest.get("created", ""))
+            rows = np.flatnonzero((added > trained).to_numpy())
+            line = f"autoencoder: {len(rows)} of {len(self.items)} items added since it was trained ({trained})"
+            if len(rows):
+                from imgsim.storage.stores import iter_batches
+
+                paths = [self.catalog.thumb_paths()[r] for r in rows[:2000]]
+                mse = float(np.concatenate([model.errors(b)[1] for b in
+                                            iter_batches(paths, model.image_size, 64)]).mean())
+                ratio = mse / max(float(model.manifest["val_mse"]), 1e-12)
+                line += f"; their reconstruction MSE {mse:.4f} is {ratio:.1f}x the validation MSE"
+                if ratio > retrain_ratio or len(rows) > retrain_share * len(self.items):
+                    line += f"; retrain: python -m imgsim train {self.catalog.root}"
+            lines.append(line)
+        if TUNED in self.loader.approaches():
+            fitted = int(self.loader.model(TUNED).manifest.get("fitted_items", 0))
+            fitted_at = str(self.loader.model(TUNED).manifest.get("created", ""))
+            new = int((added > fitted_at).sum())
+            line = f"tuned: fitted on {fitted} labelled items; {new} items added since"
+            if new > retrain_share * len(self.items):
+                line += f"; refit: python -m imgsim train {self.catalog.root} --approach tuned"
+            lines.append(line)
+        return lines
+
+    def embedding_map(self, approach: str, limit: int = 3000, seed: int = 0) -> pd.DataFrame:
+        """A 2-D PCA of up to ``limit`` items' embeddings, for a scatter plot.
+
+        Returns:
+            A frame with ``x``, ``y``, ``row`` and ``category`` (``(none)`` when empty).
+        """
+        if limit < 2:
+            raise ValueError(f"`limit` must be >= 2. Received: limit={limit}")
+        x = np.asarray(self.loader.store(approach).embeddings, dtype=np.float64)
+        rows = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+        x = x[rows] - x[rows].mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T if vt.shape[0] >= 2 else np.zeros((len(rows), 2))
+        return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "row": rows,
+                             "category": self.items["category"].iloc[rows].replace("", "(none)").to_numpy()})
+
+    def labels(self, label_column: str | None = None) -> np.ndarray:
+        """The label of every item (``label`` column by default).
+
+        Raises:
+            ValueError: The catalogue has no such column.
+        """
+        column = label_column or self.catalog.label_column()
+        if column not in self.items.columns:
+            columns = ", ".join(c for c in self.items.columns if c not in ("thumb", "thumb_path", "message"))
+            raise ValueError(f"catalogue {self.catalog.name} has no column {column!r}. Columns: {columns}")
+        return self.items[column].fillna("").astype(str).to_numpy()
+
+    def evaluate(self, label_column: str | None = None, k: int = 10, *,
+                 approaches: list[str] | None = None, curve_k: int = 0) -> dict[str, Any]:
+        """Leave-one-out retrieval quality of each approach, by ``label_column``.
+
+        ``tuned`` is scored only on items whose labels were held out of its fit (see
+        :func:`imgsim.approaches.tuned.cross_validated_scores`).
+
+        Returns:
+            ``{"k", "label_column", "n", "chance", <approach>: {"precision@1", "precision@k",
+            "map@k", ["curve"]}}``.
+        """
+        from imgsim.evaluate import chance_precision
+
+        if k <= 0:
+            raise ValueError(f"`k` must be >= 1. Received: k={k}")
+        column = label_column or self.catalog.label_column()
+        labels = self.labels(column)
+        n_labelled = int((labels != "").sum())
+        if n_labelled < 2:
+            raise ValueError(f"catalogue {self.catalog.name} has fewer than 2 items labelled by {column!r}")
+        report: dict[str, Any] = {"k": k, "label_column": column, "n": n_labelled,
+                                  "chance": chance_precision(labels)}
+        def embeddings_of(name: str) -> np.ndarray:
+            return np.asarray(self.loader.store(name).embeddings)
+
+        for approach in approaches or self.loader.approaches():
+            metric = self.loader.store(approach).manifest.get("metric", "cosine")
+            report[approach] = approaches_mod.get(approach).evaluate(embeddings_of, labels, k, metric, curve_k)
+        return report
