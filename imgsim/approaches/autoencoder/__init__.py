@@ -5,22 +5,17 @@ This package's ``__init__`` only gathers the names other modules use.
 """
 
 from imgsim.approaches.autoencoder.approach import AUTOENCODER, AutoencoderApproach
-from imgsim.approaches.autoencoder.compositor import SCENE_BANK, Compositor
+from imgsim.approaches.autoencoder.compositor import Compositor
 from imgsim.approaches.autoencoder.nets import (
-    FORMAT_VERSION,
-    KIND,
-    MODEL_FILE,
-    Autoencoder,
-    AutoencoderConfig,
-    Mode,
-    Variant,
-    build,
-    build_conv,
-    build_seed,
-    psnr,
+           Autoencoder,
+           AutoencoderConfig,
+           Mode,
+           Variant,
+           build_conv,
+           build_seed,
+           psnr,
 )
 from imgsim.approaches.autoencoder.training import CheckpointError, train
 
-__all__ = ["AUTOENCODER", "FORMAT_VERSION", "KIND", "MODEL_FILE", "SCENE_BANK", "Autoencoder",
-           "AutoencoderApproach", "AutoencoderConfig", "CheckpointError", "Compositor", "Mode", "Variant",
-           "build", "build_conv", "build_seed", "psnr", "train"]
+__all__ = ["AUTOENCODER", "Autoencoder", "AutoencoderApproach", "AutoencoderConfig", "CheckpointError", "Compositor",
+           "Mode", "Variant", "build_conv", "build_seed", "psnr", "train"]
