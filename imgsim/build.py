@@ -48,7 +48,7 @@ class BuildOptions:
     """
 
     approaches: tuple[str, ...] | None = None
-    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     labels: str | None = None
     label_column: str | None = None
     download: DownloadConfig = DownloadConfig()
