@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from imgsim import approaches as approaches_mod
-from imgsim.approaches.autoencoder.nets import Mode, Variant
-from imgsim.approaches.features import DEFAULT_EXTRACTOR, EXTRACTORS, Pooling
-from imgsim.build import ANN_POLICIES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -85,6 +82,8 @@ def _autoencoder_config(args: argparse.Namespace):
 
 
 def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
+    from imgsim.approaches.autoencoder.nets import Mode, Variant
+
     p.add_argument("--variant", choices=[v.value for v in Variant], help="autoencoder architecture (default conv)")
     p.add_argument("--image-size", type=_positive_int, help="autoencoder input side (default 64)")
     p.add_argument("--latent-dim", type=_positive_int, help="autoencoder latent size (default 128 for conv, 16 for seed as in the article)")
@@ -352,6 +351,9 @@ class _Parser(argparse.ArgumentParser):
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m imgsim``."""
+    from imgsim.approaches.features import DEFAULT_EXTRACTOR, EXTRACTORS, Pooling
+    from imgsim.build import ANN_POLICIES
+
     parser = _Parser(
         prog="python -m imgsim",
         description="Image similarity search for product catalogues: a pretrained CNN and an "
