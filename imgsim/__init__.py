@@ -28,6 +28,11 @@ _EXPORTS = {
     # approaches
     "APPROACHES": "imgsim.approaches",
     "approach_names": ("imgsim.approaches", "names"),
+    "get_approach": ("imgsim.approaches", "get"),
+    "register_approach": ("imgsim.approaches", "register"),
+    "learning_approaches": ("imgsim.approaches", "learners"),
+    "reconstructing_approach": ("imgsim.approaches", "reconstructor"),
+    "Drift": "imgsim.approaches",
     # building and changing catalogues
     "BuildOptions": "imgsim.build",
     "build_catalog": ("imgsim.build", "build"),

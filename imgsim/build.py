@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from imgsim import approaches as approaches_mod
-from imgsim.approaches import AUTOENCODER, TUNED, NotApplicableError, load_squares
-from imgsim.approaches.autoencoder import AutoencoderConfig
-from imgsim.approaches.features import DEFAULT_EXTRACTOR, ExtractorOptions
+from imgsim.approaches import NotApplicableError, load_squares
 from imgsim.ingest import catalog as catalog_mod
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.download import DownloadConfig
@@ -35,25 +35,25 @@ class BuildOptions:
             every approach that applies to the catalogue (``tuned`` is skipped, with a message,
             when nothing repeats to tune on). Dependencies are added (``tuned`` needs
             ``pretrained``).
-        extractor: The pretrained extractor's name.
-        extractor_options: Pooling and flip options of the pretrained extractor.
-        autoencoder: Architecture and training settings of the autoencoder; ``None`` keeps the
-            trained model whatever its settings and never trains (used after adding items).
+        settings: Per approach, by name, its settings (an instance of the approach's
+            ``settings_type``, e.g. ``{"autoencoder": AutoencoderConfig(epochs=5)}``); an
+            approach not named here gets its ``default_settings``.
         labels: Labels CSV for folder sources.
-        label_column: Column copied into ``label`` (and fitted on by ``tuned``).
+        label_column: Column copied into ``label`` (and fitted on by ``tuned`` by default).
         download: Download settings for CSV sources.
         ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
             has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
+        learn: False keeps every learned model as it is and never trains one (after adding or
+            removing items); True (default) trains what is missing or was trained otherwise.
     """
 
     approaches: tuple[str, ...] | None = None
-    extractor: str = DEFAULT_EXTRACTOR
-    extractor_options: ExtractorOptions = ExtractorOptions()
-    autoencoder: AutoencoderConfig | None = AutoencoderConfig()
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     labels: str | None = None
     label_column: str | None = None
     download: DownloadConfig = DownloadConfig()
     ann: str = "auto"
+    learn: bool = True
 
     def __post_init__(self) -> None:
         if self.ann not in ANN_POLICIES:
@@ -65,6 +65,14 @@ class BuildOptions:
                     f"`approaches` must be a non-empty subset of {', '.join(approaches_mod.APPROACHES)}. "
                     f"Received: {','.join(self.approaches)}"
                 )
+        for name, settings in self.settings.items():
+            approaches_mod.get(name).check_settings(settings)
+        object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
+
+    def settings_of(self, approach: str) -> Any:
+        """The settings ``approach`` is built with: the ones given, else its defaults."""
+        given = self.settings.get(approach)
+        return given if given is not None else approaches_mod.get(approach).default_settings(self)
 
 
 def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *,
@@ -83,7 +91,8 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
     done = []
     for name in names:
         try:
-            approaches_mod.get(name).build(catalog, options, log=log, progress=progress)
+            approaches_mod.get(name).build(catalog, options.settings_of(name), log=log, progress=progress,
+                                           learn=options.learn)
         except NotApplicableError as err:
             if explicit:
                 raise
@@ -181,44 +190,36 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
     Raises:
         ValueError: ``approach`` learns nothing (``pretrained``).
     """
-    if approach == AUTOENCODER:
-        autoencoder = approaches_mod.APPROACHES[AUTOENCODER]
-        model = autoencoder.train(catalog, options.autoencoder, log=log, progress=progress)
-        approaches_mod.ensure_store(AUTOENCODER, catalog, model, log, progress(AUTOENCODER))
-    elif approach == TUNED:
-        approaches_mod.APPROACHES[TUNED].refit(catalog, options, log=log)
-    else:
-        raise ValueError(f"`approach` must be one that learns ({AUTOENCODER} or {TUNED}). Received: {approach!r}")
+    learners = approaches_mod.learners()
+    if approach not in learners:
+        raise ValueError(f"`approach` must be one that learns ({', '.join(learners)}). Received: {approach!r}")
+    approaches_mod.get(approach).retrain(catalog, options.settings_of(approach), log=log, progress=progress)
+
+
+def built_approaches(catalog: Catalog) -> tuple[str, ...]:
+    """The approaches that have a store in ``catalog``, in build order."""
+    return tuple(a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir())
 
 
 def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silent,
             log: Callable[[str], None] = lambda message: None) -> list[str]:
     """Brings every store the catalogue has up to date with its items, after an add or remove.
 
-    Each approach keeps the model it was built with: the pretrained extractor and its options as
-    its store records them, the autoencoder as trained, the tuned projection as fitted. Only new
-    and changed items are embedded; nothing is retrained (see :func:`retrain`).
+    Each approach keeps the model it was built with: it reads its settings back from its own
+    manifests (the pretrained extractor and options, the autoencoder as trained, the column the
+    projection was fitted on). Only new and changed items are embedded; nothing is retrained
+    (see :func:`retrain`).
 
     Returns:
         The approaches brought up to date.
     """
-    from imgsim.storage.artifacts import read_manifest
-
-    built = tuple(a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir())
+    built = built_approaches(catalog)
     if not built:
         return []
-    extractor, extractor_options = DEFAULT_EXTRACTOR, ExtractorOptions()
-    store_dir = approaches_mod.get(approaches_mod.PRETRAINED).store_dir(catalog)
-    if store_dir.is_dir():
-        manifest = read_manifest(store_dir)
-        extractor, extractor_options = manifest["model"], ExtractorOptions(**manifest["options"])
-    label_column = None
-    tuned_model = approaches_mod.get(TUNED).model_dir(catalog)
-    if (tuned_model / "manifest.json").is_file():
-        label_column = read_manifest(tuned_model).get("label_column")
-    settings = BuildOptions(approaches=built, extractor=extractor, extractor_options=extractor_options,
-                            autoencoder=None, label_column=label_column)
-    done = build_approaches(catalog, settings, progress=progress, log=log)
+    settings = {name: approaches_mod.get(name).settings_from_manifest(catalog) for name in built}
+    options = BuildOptions(approaches=built, settings={k: v for k, v in settings.items() if v is not None},
+                           learn=False)
+    done = build_approaches(catalog, options, progress=progress, log=log)
     from imgsim.index.factory import LOCAL, read_backend
 
     backend = read_backend(catalog)
@@ -242,7 +243,7 @@ def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda me
     from imgsim.index.factory import LOCAL, publish
     from imgsim.storage.stores import Store
 
-    built = [a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir()]
+    built = list(built_approaches(catalog))
     if uri == LOCAL:
         publish(catalog, uri, {}, log)
         log("searching the local stores")

@@ -77,7 +77,7 @@ def _download_config(args: argparse.Namespace):
 
 
 def _autoencoder_config(args: argparse.Namespace):
-    from imgsim.approaches.autoencoder import AutoencoderConfig
+    from imgsim.approaches.autoencoder.nets import AutoencoderConfig
 
     values = {"variant": args.variant, "image_size": args.image_size,
               "latent_dim": args.latent_dim, "epochs": args.epochs, "mode": args.mode}
@@ -85,7 +85,9 @@ def _autoencoder_config(args: argparse.Namespace):
 
 
 def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", choices=["conv", "seed"], help="autoencoder architecture (default conv)")
+    from imgsim.approaches.autoencoder.nets import Mode, Variant
+
+    p.add_argument("--variant", choices=[v.value for v in Variant], help="autoencoder architecture (default conv)")
     p.add_argument("--image-size", type=number(int, *IMAGE_SIZE_RANGE, " px"),
                    help=f"autoencoder input side, {span(*IMAGE_SIZE_RANGE)} px (default 64)")
     p.add_argument("--latent-dim", type=number(int, *LATENT_DIM_RANGE),
@@ -93,7 +95,7 @@ def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
                         "seed as in the article)")
     p.add_argument("--epochs", type=number(int, *EPOCHS_RANGE),
                    help=f"most autoencoder epochs, {span(*EPOCHS_RANGE)} (default 30, early stopping)")
-    p.add_argument("--mode", choices=["robust", "plain"],
+    p.add_argument("--mode", choices=[m.value for m in Mode],
                    help="autoencoder training: robust (default) learns the studio image from simulated phone "
                         "photos of it, so its latent ignores the scene; plain learns each image from itself")
 
@@ -126,13 +128,13 @@ def _approach_list(text: str | None) -> tuple[str, ...] | None:
 
 def _build_options(args: argparse.Namespace, approaches: tuple[str, ...] | None = None):
     from imgsim.approaches.features import ExtractorOptions
+    from imgsim.approaches.pretrained import PretrainedSettings
     from imgsim.build import BuildOptions
 
+    pretrained = PretrainedSettings(args.extractor, ExtractorOptions(pooling=args.pooling, flip=args.flip))
     return BuildOptions(
         approaches=approaches,
-        extractor=args.extractor,
-        extractor_options=ExtractorOptions(pooling=args.pooling, flip=args.flip),
-        autoencoder=_autoencoder_config(args),
+        settings={approaches_mod.PRETRAINED: pretrained, approaches_mod.AUTOENCODER: _autoencoder_config(args)},
         labels=args.labels, label_column=args.label_column, download=_download_config(args),
         ann=args.ann,
     )
@@ -208,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from imgsim.progress import tqdm_progress
 
     catalog = Catalog.load(resolve_catalog(args.catalog))
-    options = BuildOptions(autoencoder=_autoencoder_config(args), label_column=args.label_column)
+    options = BuildOptions(settings={approaches_mod.AUTOENCODER: _autoencoder_config(args)},
+                           label_column=args.label_column)
     retrain(catalog, args.approach, options, progress=tqdm_progress, log=lambda m: print(m, flush=True))
     return 0
 
@@ -369,8 +372,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     for approach, why in engine.unavailable().items():
         print(f"  {approach}: unavailable ({why}); build it with: {_prog()} build "
               f"{engine.catalog.manifest.get('source')} --out {engine.catalog.root} --approaches {approach}")
-    for line in engine.drift():
-        print(f"  {line}")
+    for drift in engine.drift():
+        hint = f"; run: {_prog()} train {engine.catalog.root} --approach {drift.approach}" if drift.needs_retrain else ""
+        print(f"  {drift.line}{hint}")
     return 0
 
 
@@ -391,6 +395,9 @@ class _Parser(argparse.ArgumentParser):
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m imgsim``."""
+    from imgsim.approaches.features import DEFAULT_EXTRACTOR, EXTRACTORS, Pooling
+    from imgsim.build import ANN_POLICIES
+
     parser = _Parser(
         prog=_prog(),
         description="Image similarity search for product catalogues: a pretrained CNN and an "
@@ -416,13 +423,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--approaches", default="all",
                    help=f"comma-separated subset of {', '.join(approaches_mod.names())}, or 'all' (default: "
                         "every approach that applies; tuned needs labels or categories that repeat)")
-    p.add_argument("--extractor", default="efficientnet_lite0",
-                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16_fc1"],
-                   help="pretrained CNN (default efficientnet_lite0; lite1/lite2 need their pip packages, "
+    p.add_argument("--extractor", default=DEFAULT_EXTRACTOR, choices=EXTRACTORS,
+                   help=f"pretrained CNN (default {DEFAULT_EXTRACTOR}; lite1/lite2 need their pip packages, "
                         "vgg16_fc1 needs its weights file in ~/.keras/models)")
-    p.add_argument("--pooling", choices=["avg", "gem"], default="avg", help="pretrained pooling (default avg)")
+    p.add_argument("--pooling", choices=[p.value for p in Pooling], default=Pooling.AVG.value,
+                   help="pretrained pooling (default avg)")
     p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
-    p.add_argument("--ann", choices=["auto", "always", "never"], default="auto",
+    p.add_argument("--ann", choices=ANN_POLICIES, default="auto",
                    help="an approximate (HNSW) index beside each store: auto from 200,000 items (default)")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_build)
@@ -464,8 +471,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Adding or removing items never retrains: new items are embedded with "
                                    "the model as it is. Retrain here when `info` says the catalogue has drifted.")
     p.add_argument("catalog", help="catalogue directory or name")
-    p.add_argument("--approach", choices=["autoencoder", "tuned"], default="autoencoder",
-                   help="what to retrain (default autoencoder)")
+    p.add_argument("--approach", choices=approaches_mod.learners(), default=approaches_mod.learners()[0],
+                   help=f"what to retrain (default {approaches_mod.learners()[0]})")
     p.add_argument("--label-column", help="for tuned: the column to fit on (default label, else category)")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_train)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from imgsim import approaches as approaches_mod
 from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
+from imgsim.approaches.base import Drift
 from imgsim.index import SearchBackend
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.images import ImageSource
@@ -200,11 +201,12 @@ class Engine:
         """
         return self._views.reconstruction_errors(batch_size)
 
-    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[str]:
+    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[Drift]:
         """How far the catalogue has moved from what its learned models were fitted on (see :meth:`Views.drift`).
 
         Returns:
-            One line per learned approach, in plain words.
+            One :class:`~imgsim.approaches.base.Drift` per learned approach: a plain-words ``line``
+            and whether retraining is advised.
         """
         return self._views.drift(retrain_ratio, retrain_share)
 

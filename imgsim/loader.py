@@ -146,30 +146,21 @@ class Loader:
     def region_embedder(self, approach: str):
         """The :class:`imgsim.approaches.regions.RegionEmbedder` for ``approach``, or None where it has none.
 
-        Regions need features pooled like the store's: an approach that supports them, and a
-        pretrained store with plain average pooling (GeM or flip stores are searched whole).
+        The approach says whether its store's queries can be regions and whose feature map they
+        pool (:meth:`imgsim.approaches.base.Approach.region_support`).
         """
         from imgsim.approaches.regions import RegionConfig, RegionEmbedder
 
         with self.lock:
             if approach in self._embedders:
                 return self._embedders[approach]
-            why = None
-            if not approaches_mod.get(approach).supports_regions:
-                why = "its vectors are not CNN features that can be pooled over regions"
-            else:
-                base = self.store(PRETRAINED if PRETRAINED in self.approaches() else approach).manifest
-                if base.get("options") != {"pooling": "avg", "flip": False}:
-                    why = f"the store was built with pooling options {base.get('options')}"
-                elif not base.get("model", "").startswith("efficientnet_lite"):
-                    why = f"{base.get('model')} has no feature map to pool regions from"
+            support = approaches_mod.get(approach).region_support(self.store(approach).manifest)
             embedder = None
-            if why is None:
-                model_name = self.store(PRETRAINED).manifest["model"] if PRETRAINED in self.approaches() \
-                    else "efficientnet_lite0"
+            if support.extractor is not None:
                 shared = next((e for e in self._embedders.values()
-                               if e is not None and e.extractor_name == model_name), None)
-                embedder = shared or RegionEmbedder(model_name, RegionConfig())
+                               if e is not None and e.extractor_name == support.extractor), None)
+                embedder = shared or RegionEmbedder(support.extractor, RegionConfig())
+            why = support.reason
             self.no_regions[approach] = why or ""
             self._embedders[approach] = embedder
             return embedder

@@ -136,8 +136,8 @@ class QueryPipeline:
         with this crop of a photo: on simulated phone photos it finds the product in the top 10
         six times as often as the whole photo (``benchmarks/autoencoder.py --phone``).
         """
-        embedder = next((self.loader.region_embedder(a) for a in self.loader.approaches()
-                         if approaches_mod.get(a).supports_regions), None)
+        embedder = next((e for a in self.loader.approaches() if (e := self.loader.region_embedder(a)) is not None),
+                        None)
         return self.region_query(embedder, rgb).auto_box if embedder is not None else None
 
     def region_query(self, embedder, rgb: np.ndarray):

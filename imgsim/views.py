@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from imgsim import approaches as approaches_mod
-from imgsim.approaches import AUTOENCODER, TUNED
+from imgsim.approaches.base import Drift
 from imgsim.ingest.images import ImageSource, crop, to_square
 from imgsim.loader import Loader
 from imgsim.query import as_rgb
@@ -56,7 +56,7 @@ class Views:
         A photo is cropped to ``box``, else to its automatic product box (as a search does), so
         the reconstruction is the studio picture the autoencoder imagines for the product.
         """
-        model = self.loader.model(AUTOENCODER)
+        model = self._reconstructor()
         if row is not None:
             square = self.catalog.load_square(row, model.image_size)
         else:
@@ -77,7 +77,7 @@ class Views:
         from imgsim.approaches.autoencoder import psnr
         from imgsim.storage.stores import iter_batches
 
-        model = self.loader.model(AUTOENCODER)
+        model = self._reconstructor()
         with self.loader.lock:
             if self._errors is None:
                 mse = np.concatenate([model.errors(batch)[1] for batch in
@@ -87,44 +87,33 @@ class Views:
                     "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
             return self._errors.copy()
 
-    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[str]:
+    def _reconstructor(self):
+        """The model of the approach that reconstructs images (the autoencoder).
+
+        Raises:
+            ValueError: No registered approach reconstructs, or its store is not available.
+        """
+        name = approaches_mod.reconstructor()
+        if name is None:
+            raise ValueError("no approach of this installation reconstructs images")
+        self.loader.store(name)  # says why it is unavailable, if it is
+        return self.loader.model(name)
+
+    def drift(self, retrain_ratio: float = 1.5, retrain_share: float = 0.2) -> list[Drift]:
         """How far the catalogue has moved from what its learned models were fitted on.
 
-        Items added after the autoencoder was trained are reconstructed and their mean error
-        compared with the validation error at training time; retraining is suggested when it is
-        ``retrain_ratio`` times larger, or when the new items are more than ``retrain_share`` of
-        the catalogue. The same share rule applies to the tuned projection.
+        Each available approach that learns says it in plain words (see
+        :meth:`imgsim.approaches.base.Approach.drift`): for the autoencoder, how the
+        reconstruction error of items added since training compares with its validation error
+        (retraining advised past ``retrain_ratio``); for every learner, retraining is advised when
+        the new items are more than ``retrain_share`` of the catalogue.
 
         Returns:
-            One line per learned approach, in plain words.
+            One :class:`~imgsim.approaches.base.Drift` per learned approach.
         """
-        lines = []
-        added = self.items["added_at"] if "added_at" in self.items else pd.Series([""] * len(self.items))
-        if AUTOENCODER in self.loader.approaches():
-            model = self.loader.model(AUTOENCODER)
-            trained = str(model.manifest.get("created", ""))
-            rows = np.flatnonzero((added > trained).to_numpy())
-            line = f"autoencoder: {len(rows)} of {len(self.items)} items added since it was trained ({trained})"
-            if len(rows):
-                from imgsim.storage.stores import iter_batches
-
-                paths = [self.catalog.thumb_paths()[r] for r in rows[:2000]]
-                mse = float(np.concatenate([model.errors(b)[1] for b in
-                                            iter_batches(paths, model.image_size, 64)]).mean())
-                ratio = mse / max(float(model.manifest["val_mse"]), 1e-12)
-                line += f"; their reconstruction MSE {mse:.4f} is {ratio:.1f}x the validation MSE"
-                if ratio > retrain_ratio or len(rows) > retrain_share * len(self.items):
-                    line += f"; retrain: python -m imgsim train {self.catalog.root}"
-            lines.append(line)
-        if TUNED in self.loader.approaches():
-            fitted = int(self.loader.model(TUNED).manifest.get("fitted_items", 0))
-            fitted_at = str(self.loader.model(TUNED).manifest.get("created", ""))
-            new = int((added > fitted_at).sum())
-            line = f"tuned: fitted on {fitted} labelled items; {new} items added since"
-            if new > retrain_share * len(self.items):
-                line += f"; refit: python -m imgsim train {self.catalog.root} --approach tuned"
-            lines.append(line)
-        return lines
+        found = (approaches_mod.get(a).drift(self.catalog, self.loader.model(a), retrain_ratio=retrain_ratio,
+                                             retrain_share=retrain_share) for a in self.loader.approaches())
+        return [d for d in found if d is not None]
 
     def embedding_map(self, approach: str, limit: int = 3000, seed: int = 0) -> pd.DataFrame:
         """A 2-D PCA of up to ``limit`` items' embeddings, for a scatter plot.

@@ -252,7 +252,7 @@ def built_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path) -> P
 
     out = tmp_path_factory.mktemp("catalogs") / "shop"
     options = BuildOptions(approaches=("pretrained", "autoencoder"),
-                           autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2))
+                           settings={"autoencoder": AutoencoderConfig(image_size=16, latent_dim=8, epochs=2)})
     build(str(shop_dir), out, options)
     return out
 

@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from imgsim.approaches.autoencoder import Autoencoder, AutoencoderConfig, Compositor, Mode, build_conv, build_seed, train
+from imgsim.approaches.autoencoder import (
+    Autoencoder,
+    AutoencoderConfig,
+    Compositor,
+    Mode,
+    build_conv,
+    build_seed,
+    train,
+)
 
 
 def test_seed_variant_matches_the_article():
@@ -206,3 +214,45 @@ def test_robust_training_saves_reloads_and_resumes_exactly(tmp_path):
     assert resumed.manifest["resumed_from_epoch"] == 1
     for a, b in zip(_weights(straight), _weights(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def add_yellows(root, tmp_path, n):
+    """Adds ``n`` yellow squares to the catalogue at ``root`` and refreshes its stores (no retraining)."""
+    from conftest import solid
+    from PIL import Image
+
+    from imgsim.build import refresh
+    from imgsim.ingest.catalog import add_items
+
+    folder = tmp_path / "new" / "yellows"
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(solid((230, 210, 20 + i), 40)).save(folder / f"yellow_{i}.png")
+    catalog, _ = add_items(root, str(folder.parent))
+    refresh(catalog)
+    return catalog
+
+
+def test_drift_advises_retraining_after_many_additions_and_retrain_clears_it(built_catalog, tmp_path):
+    import shutil
+
+    from imgsim import approaches
+    from imgsim.build import BuildOptions, retrain
+
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    approach = approaches.get("autoencoder")
+    before = Autoencoder.load(root / "models" / "autoencoder")
+    catalog = add_yellows(root, tmp_path, 4)
+    model = Autoencoder.load(root / "models" / "autoencoder")
+    assert model.fingerprint == before.fingerprint  # the refresh embedded them with the model as it was
+    drift = approach.drift(catalog, model)
+    assert drift.needs_retrain and drift.approach == "autoencoder"  # 4 of 16 new: more than 20%
+    assert drift.line.startswith("autoencoder: 4 of 16 items added since it was trained")
+    assert "reconstruction MSE" in drift.line and "python" not in drift.line
+    tiny = AutoencoderConfig(image_size=16, latent_dim=8, epochs=1)
+    retrain(catalog, "autoencoder", BuildOptions(settings={"autoencoder": tiny}))
+    model = Autoencoder.load(root / "models" / "autoencoder")
+    assert model.manifest["config"] == tiny.as_dict() and model.fingerprint != before.fingerprint
+    after = approach.drift(catalog, model)
+    assert not after.needs_retrain and after.line.startswith("autoencoder: 0 of 16 items added")

@@ -5,7 +5,12 @@ import pytest
 from PIL import Image
 
 from imgsim.approaches import features
-from imgsim.approaches.features import ExtractorOptions, ExtractorUnavailableError, build_lite_classifier, load_extractor
+from imgsim.approaches.features import (
+    ExtractorOptions,
+    ExtractorUnavailableError,
+    build_lite_classifier,
+    load_extractor,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from PIL import Image
 
 from imgsim import phonesim
 from imgsim.approaches.features import load_extractor
-from imgsim.ingest.images import to_square
 from imgsim.approaches.regions import (
     RegionConfig,
     RegionEmbedder,
@@ -20,6 +19,7 @@ from imgsim.approaches.regions import (
     search_regions,
 )
 from imgsim.index.exact import Index
+from imgsim.ingest.images import to_square
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
 """Catalogue-tuned projection: separation, honest evaluation, refusals, store round trip."""
 
+import json
+
 import numpy as np
 import pytest
 
-from imgsim.evaluate import evaluate_embeddings
 from imgsim.approaches.tuned import cross_validated_scores, fit_projection
+from imgsim.evaluate import evaluate_embeddings
 
 
 def clusters_in_noise(seed=0, n_per=60, classes=5, dim=40):
@@ -26,8 +28,8 @@ def test_projection_separates_better_than_raw_features():
 
 
 def test_evaluation_never_scores_training_items(monkeypatch):
-    import imgsim.evaluate
     import imgsim.approaches.tuned
+    import imgsim.evaluate
 
     x, labels = clusters_in_noise()
     x[:, -1] = np.arange(len(x))  # the last coordinate names the row, so fits can be traced
@@ -64,12 +66,12 @@ def test_tuned_builds_refuses_and_falls_back_to_categories(built_catalog, tmp_pa
     import shutil
 
     from imgsim.approaches import APPROACHES, NotApplicableError
-    from imgsim.storage.artifacts import ArtifactError
-    from imgsim.build import BuildOptions, build_approaches
-    from imgsim.ingest.catalog import Catalog
-    from imgsim.engine import Engine
     from imgsim.approaches.features import ExtractorOptions, load_extractor
     from imgsim.approaches.tuned import TunedExtractor
+    from imgsim.build import BuildOptions, build_approaches
+    from imgsim.engine import Engine
+    from imgsim.ingest.catalog import Catalog
+    from imgsim.storage.artifacts import ArtifactError
 
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)
@@ -97,3 +99,33 @@ def test_tuned_builds_refuses_and_falls_back_to_categories(built_catalog, tmp_pa
     assert APPROACHES["tuned"].label_column(catalog, None) == "category"
     catalog.__dict__["ok"] = unlabelled.assign(category="")
     assert "no labels or categories that repeat" in APPROACHES["tuned"].not_built_reason(catalog)
+
+
+def test_added_items_are_projected_not_refitted_until_retrain(built_catalog, tmp_path):
+    import shutil
+    import time
+
+    from test_autoencoder import add_yellows
+
+    from imgsim import approaches
+    from imgsim.approaches.tuned import TunedSettings
+    from imgsim.build import BuildOptions, build_approaches, retrain
+    from imgsim.engine import Engine
+    from imgsim.ingest.catalog import Catalog
+
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    build_approaches(Catalog.load(root), BuildOptions(approaches=("tuned",), settings={"tuned": TunedSettings("category")}))
+    time.sleep(1.1)  # times are kept to the second: the additions must come after the fit's second
+    catalog = add_yellows(root, tmp_path, 4)
+    tuned = approaches.get("tuned")
+    assert tuned.settings_from_manifest(catalog) == TunedSettings("category")  # refresh kept the column
+    model = Engine.open(root).model("tuned")
+    store = json.loads((root / "stores" / "tuned" / "manifest.json").read_text())
+    assert store["count"] == 16 and model.manifest["fitted_items"] == 12  # projected with the old fit
+    drift = tuned.drift(catalog, model)
+    assert drift.needs_retrain and drift.line == ("tuned: fitted on 12 labelled items; 4 items added since; "
+                                                  "refitting is advised")
+    retrain(catalog, "tuned", BuildOptions(settings={"tuned": TunedSettings("category")}))
+    refitted = json.loads((root / "models" / "tuned" / "manifest.json").read_text())
+    assert refitted["fitted_items"] == 16 and refitted["label_column"] == "category"

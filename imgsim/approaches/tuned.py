@@ -1,4 +1,4 @@
-"""Catalogue-tuned similarity: a projection of the pretrained features learned from the labels.
+"""The tuned approach: a projection of the pretrained features learned from the catalogue's labels.
 
 ImageNet features know "garment" but not a shop's "kurta" versus "tunic". Shrinkage-regularised
 linear discriminant analysis, fitted on the catalogue's own labels, projects the features onto the
@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgsim.storage.artifacts import ArtifactMismatchError, load_artifact, sha256_text, write_artifact
+from imgsim.approaches.base import Approach, Drift, NotApplicableError, RegionSupport, added_since
+from imgsim.approaches.pretrained import PRETRAINED, pretty_model
+from imgsim.ingest.catalog import Catalog
+from imgsim.progress import silent
+from imgsim.storage.artifacts import (
+    ArtifactError,
+    ArtifactMismatchError,
+    load_artifact,
+    read_manifest,
+    sha256_text,
+    write_artifact,
+)
 
+TUNED = "tuned"
 KIND = "tuned_projection"
 FORMAT_VERSION = 1
 DEFAULT_DIMS = 64
@@ -195,3 +208,144 @@ def hash_array(array: np.ndarray) -> str:
 
     a = np.ascontiguousarray(array)
     return hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedSettings:
+    """What the projection is fitted on.
+
+    Attributes:
+        label_column: The column of labels to separate; ``None`` takes ``label``, else ``category``
+            (the first with at least 2 labels of 2 or more items).
+    """
+
+    label_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_column is not None and not (isinstance(self.label_column, str) and self.label_column):
+            raise ValueError(f"`label_column` must be a non-empty string or None. "
+                             f"Received: label_column={self.label_column!r}")
+
+
+class Tuned(Approach):
+    """The pretrained features projected by shrinkage LDA fitted on the catalogue's labels."""
+
+    name = TUNED
+    title = "Catalogue-tuned CNN features"
+    depends_on = (PRETRAINED,)
+    settings_type = TunedSettings
+    supports_regions = True
+    learns = True
+
+    def label(self, manifest: dict[str, Any] | None = None) -> str:
+        base = pretty_model(str((manifest or {}).get("model", "tuned_efficientnet_lite0")).removeprefix("tuned_"))
+        column = ((manifest or {}).get("options") or {}).get("label_column")
+        return f"Catalogue-tuned {base}" + (f" (on {column!r})" if column else "")
+
+    def default_settings(self, options) -> TunedSettings:
+        """Tunes on the column the build copies into ``label`` when one is named."""
+        return TunedSettings(label_column=options.label_column)
+
+    def settings_from_manifest(self, catalog: Catalog) -> TunedSettings | None:
+        """The label column the saved projection was fitted on; None without a readable one."""
+        try:
+            return TunedSettings(read_manifest(self.model_dir(catalog), KIND)["label_column"])
+        except (ArtifactError, OSError, KeyError, ValueError):
+            return None
+
+    def label_column(self, catalog: Catalog, requested: str | None) -> str:
+        """The column to tune on: the one asked for, else ``label``, else ``category``.
+
+        Raises:
+            NotApplicableError: No candidate column has 2 labels with 2 or more items each.
+        """
+        candidates = [requested] if requested else [catalog.label_column(), "category"]
+        for column in dict.fromkeys(candidates):
+            if column in catalog.ok.columns:
+                labels = catalog.ok[column].fillna("").astype(str).to_numpy()
+                if len(set(labels[usable_labels(labels)])) >= 2:
+                    return column
+        wanted = f"column {requested!r}" if requested else "labels or categories"
+        raise NotApplicableError(f"the catalogue has no {wanted} that repeat (at least 2 labels with "
+                                 "2 or more items each are needed to tune on)")
+
+    def not_built_reason(self, catalog: Catalog) -> str:
+        try:
+            self.label_column(catalog, None)
+        except NotApplicableError as err:
+            return str(err)
+        return "not fitted yet for this catalogue"
+
+    def region_support(self, manifest: dict[str, Any]) -> RegionSupport:
+        """Regions of the pretrained extractor the projection was fitted on, projected."""
+        from imgsim.approaches.pretrained import region_support_of
+
+        base_options = (manifest.get("options") or {}).get("base_options")
+        return region_support_of(str(manifest.get("model", "")).removeprefix("tuned_"), base_options)
+
+    def region_vectors(self, model, vectors):
+        """The tuned projection of the region vectors."""
+        return model.projection.apply(vectors)
+
+    def evaluate(self, embeddings_of, labels, k, metric, curve_k=0):
+        """Scored only on items whose labels were held out of the projection they are ranked in."""
+        return cross_validated_scores(embeddings_of(PRETRAINED), labels, k, curve_k=curve_k)
+
+    def load_model(self, catalog, manifest, model_of):
+        return TunedExtractor.load(self.model_dir(catalog), model_of(PRETRAINED))
+
+    def _base(self, catalog: Catalog):
+        """The pretrained store and its model, which the projection applies to."""
+        from imgsim.approaches import get
+        from imgsim.storage.stores import Store
+
+        pretrained = get(PRETRAINED)
+        store = Store.load(pretrained.store_dir(catalog), catalog)
+        return store, pretrained.load_model(catalog, store.manifest, lambda name: None)
+
+    def build(self, catalog, settings: TunedSettings, *, log, progress, learn=True):
+        from imgsim.storage.stores import is_current, model_spec, write_store
+
+        base_store, base = self._base(catalog)
+        try:
+            current = TunedExtractor.load(self.model_dir(catalog), base)
+        except ArtifactError:
+            current = None
+        if current is None and not learn:
+            raise NotApplicableError("no fitted projection to project with; fit one first")
+        if current is None or (learn and current.manifest["label_column"]
+                               != self.label_column(catalog, settings.label_column)):
+            self.retrain(catalog, settings, log=log, progress=progress)
+        elif is_current(catalog, self.name, model_spec(self.name, current)):
+            log("tuned: projection and store up to date")
+        else:
+            # The catalogue changed: project its items with the fitted projection; refitting is
+            # on demand (retrain), as for the autoencoder.
+            write_store(catalog, self.name, current, current.projection.apply(np.asarray(base_store.embeddings)))
+            log(f"tuned: projected {len(catalog.ok)} items with the projection fitted on "
+                f"{current.manifest['fitted_items']} items")
+
+    def retrain(self, catalog, settings: TunedSettings, *, log, progress=lambda stage: silent) -> None:
+        """Fits the projection on the catalogue's labels as they are now; writes model and store."""
+        from imgsim.storage.stores import write_store
+
+        column = self.label_column(catalog, settings.label_column)
+        base_store, base = self._base(catalog)
+        features = np.asarray(base_store.embeddings)
+        labels = catalog.ok[column].fillna("").astype(str).to_numpy()
+        started = time.perf_counter()
+        projection = fit_projection(features, labels)
+        seconds = time.perf_counter() - started
+        fitted_ids = catalog.ok["id"][usable_labels(labels)].tolist()
+        save_projection(self.model_dir(catalog), projection, base, column, fitted_ids, seconds)
+        tuned = TunedExtractor.load(self.model_dir(catalog), base)
+        write_store(catalog, self.name, tuned, projection.apply(features))
+        log(f"tuned: LDA on {column!r} ({len(projection.classes)} classes) to {tuned.dim} dims in {seconds:.1f} s")
+
+    def drift(self, catalog, model, *, retrain_ratio=1.5, retrain_share=0.2) -> Drift:
+        """Items added since the projection was fitted; refitting is advised past ``retrain_share``."""
+        fitted = int(model.manifest.get("fitted_items", 0))
+        new = len(added_since(catalog, str(model.manifest.get("created", ""))))
+        due = new > retrain_share * len(catalog.ok)
+        line = f"tuned: fitted on {fitted} labelled items; {new} items added since"
+        return Drift(self.name, line + ("; refitting is advised" if due else ""), due)
