@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 from imgsim import approaches as approaches_mod
-from imgsim.approaches import PRETRAINED
 from imgsim.index import Metric, Opening, SearchBackend
 from imgsim.index.factory import BACKEND_FILE, open_backend, read_backend
 from imgsim.ingest.catalog import Catalog
