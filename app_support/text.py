@@ -9,18 +9,24 @@ Tables (``st.dataframe``), charts and widget options show their values as text a
 
 from __future__ import annotations
 
+import re
 import string
 
 #: CommonMark lets a backslash escape any ASCII punctuation, and Streamlit's directives
 #: (``:red[..]``, ``:material/x:``, LaTeX between ``$``) are made of punctuation too.
 _SPECIAL = frozenset(string.punctuation)
+#: GitHub-flavoured Markdown turns ``http://...``, ``www.x`` and ``a@b.c`` in text into links
+#: after escapes are undone; an invisible word joiner inside each keeps them text.
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")
+WORD_JOINER = "\u2060"
 
 
 def plain(text: object) -> str:
     """``text`` escaped so that Markdown shows it character for character.
 
     Whitespace runs (newlines included) become one space, so a value cannot start a new
-    Markdown block (a heading, a list, a table, a code fence).
+    Markdown block (a heading, a list, a table, a code fence). A URL or e-mail address gets an
+    invisible word joiner (U+2060) after its ``:``, ``www`` or ``@``, so it is not made a link.
 
     Args:
         text: Any value; it is shown as ``str(text)``.
@@ -28,7 +34,8 @@ def plain(text: object) -> str:
     Returns:
         Markdown source that renders as the text itself.
     """
-    return "".join("\\" + c if c in _SPECIAL else c for c in " ".join(str(text).split()))
+    unlinked = _AUTOLINK.sub(WORD_JOINER, " ".join(str(text).split()))
+    return "".join("\\" + c if c in _SPECIAL else c for c in unlinked)
 
 
 def bold(text: object) -> str:

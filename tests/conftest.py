@@ -345,7 +345,7 @@ def hostile_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path, tr
         writer.writerow(["path", "name", "category"])
         for path in sorted(p.relative_to(shop_dir).as_posix() for p in shop_dir.rglob("*.png")):
             category = f"![c]({base}/c.png) reds" if path.startswith("reds/") else path.split("/")[0]
-            writer.writerow([path, names.get(path, ""), category])
+            writer.writerow([path, names.get(path, Path(path).stem.replace("_", " ")), category])
     out = labels.parent / "shop"
     options = BuildOptions(approaches=("pretrained", "autoencoder"), labels=str(labels),
                            autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=2))

@@ -249,6 +249,12 @@ def test_streamlit_does_not_clear_the_shared_keras_session(monkeypatch):
 
 # -- catalogue text is shown as text ----------------------------------------------------------
 
+def escaped_url(url: str) -> str:
+    """``url`` as the app writes it in Markdown: escaped, a word joiner against autolinks."""
+    escaped = url.replace(".", "\\.").replace(":", "\\:").replace("/", "\\/")
+    return escaped.replace("\\:\\/\\/", "\\:\u2060\\/\\/")
+
+
 def card_values(at) -> list[str]:
     return [m.value for m in at.markdown if re.match(r"\*\*\d+\.\*\* ", m.value)]
 
@@ -258,7 +264,7 @@ def test_search_shows_hostile_names_as_text(app, tracker):
     app.sidebar.slider(key="k-picker").set_value(12).run()
     app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((210, 30, 30), 64)), "image/jpeg")).run()
     shown = " ".join(assert_plain(app))
-    base = tracker[0].replace(".", "\\.").replace(":", "\\:").replace("/", "\\/")
+    base = escaped_url(tracker[0])
     for escaped in (f"\\!\\[x\\]\\({base}\\/t\\.png\\)", f"\\[link\\]\\({base}\\/l\\) \\<img",
                     "\\*\\*bold\\*\\* \\_it\\_ \\`code\\` \\$x\\^2\\$", f"\\!\\[c\\]\\({base}\\/c\\.png\\) reds",
                     "An important part of Hanukkah is the menorah—a candleholder…"):
@@ -301,7 +307,8 @@ def test_a_library_error_shows_as_a_message_not_a_traceback(app, monkeypatch):
     app.switch_page("app_pages/reconstructions.py").run()
     app.main.radio[0].set_value("Browse").run()
     assert not app.exception
-    assert [e.value for e in app.error] == ["the model \\!\\[m\\]\\(http\\:\\/\\/127\\.0\\.0\\.1\\:9\\/m\\.png\\) is damaged"]
+    url = escaped_url("http://127.0.0.1:9/m.png")
+    assert [e.value for e in app.error] == [f"the model \\!\\[m\\]\\({url}\\) is damaged"]
     assert app.sidebar.selectbox[0].value == "shop"  # the frame and sidebar are still there
 
 
@@ -317,8 +324,18 @@ def test_plain_renders_as_the_text_itself(text):
     markdown_it = pytest.importorskip("markdown_it")
     from app_support.text import plain
 
-    rendered = markdown_it.MarkdownIt("commonmark").render(plain(text))
+    rendered = markdown_it.MarkdownIt("commonmark").render(plain(text)).replace("\u2060", "")
     assert rendered == f"<p>{html.escape(' '.join(text.split()), quote=False)}</p>\n"
+
+
+@pytest.mark.parametrize("text", ["see http://127.0.0.1:1/t.png", "HTTPS://a.b/c", "www.example.com", "a@b.com"])
+def test_plain_leaves_nothing_for_gfm_to_autolink(text):
+    """GFM links bare URLs and addresses in text whatever the escapes; a word joiner stops it."""
+    from app_support.text import plain
+
+    unescaped = plain(text).replace("\\", "")
+    assert unescaped.replace("\u2060", "") == text
+    assert not re.search(r"(?i)://|www\.|@\w", unescaped)
 
 
 def test_shorten_cuts_at_a_word_and_says_so():
