@@ -318,3 +318,62 @@ def hostile_server():
     """A misbehaving HTTP server on 127.0.0.1; yields its base URL."""
     with serve(_HostileHandler) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+class _TrackerHandler(http.server.BaseHTTPRequestHandler):
+    """Answers everything with 204 and records the path: a request here is a leak."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).requests.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    do_HEAD = do_POST = do_GET  # noqa: N815
+
+
+@pytest.fixture(scope="session")
+def tracker():
+    """A server on 127.0.0.1 that hostile catalogue text points at; yields (base URL, requests)."""
+    with serve(_TrackerHandler) as port:
+        yield f"http://127.0.0.1:{port}", _TrackerHandler.requests
+
+
+def hostile_names(base: str) -> dict[str, str]:
+    """Product names that are Markdown, HTML and LaTeX fetching from ``base``, by image path."""
+    return {
+        "reds/red_0.png": f"![x]({base}/t.png)",
+        "greens/green_0.png": f"[link]({base}/l) <img src='{base}/i.png'>",
+        "blues/blue_0.png": "**bold** _it_ `code` $x^2$",
+        # a long name cut on a result card once showed as raw "**10. ... candleholder **"
+        "blues/blue_1.png": "An important part of Hanukkah is the menorah—a candleholder **with nine** branches",
+    }
+
+
+@pytest.fixture(scope="session")
+def hostile_catalog(tmp_path_factory: pytest.TempPathFactory, shop_dir: Path, tracker) -> Path:
+    """The shop of :func:`built_catalog`, named by :func:`hostile_names`; the reds' category is
+    an image pointing at the tracker too. The app must show all of it as plain text."""
+    import csv
+
+    from imgsim.approaches.autoencoder import AutoencoderConfig
+    from imgsim.build import BuildOptions, build
+
+    base = tracker[0]
+    names = hostile_names(base)
+    labels = tmp_path_factory.mktemp("hostile") / "labels.csv"
+    with labels.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "name", "category"])
+        for path in sorted(p.relative_to(shop_dir).as_posix() for p in shop_dir.rglob("*.png")):
+            category = f"![c]({base}/c.png) reds" if path.startswith("reds/") else path.split("/")[0]
+            writer.writerow([path, names.get(path, Path(path).stem.replace("_", " ")), category])
+    out = labels.parent / "shop"
+    options = BuildOptions(approaches=("pretrained", "autoencoder"), labels=str(labels),
+                           settings={"autoencoder": AutoencoderConfig(image_size=16, latent_dim=8, epochs=2)})
+    build(str(shop_dir), out, options)
+    return out

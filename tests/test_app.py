@@ -1,5 +1,10 @@
-"""Every page through streamlit's AppTest, over the tiny built catalogue."""
+"""Every page through streamlit's AppTest, over one tiny catalogue with hostile names.
 
+The catalogue is built once per session and copied once per module; every test opens the same
+path, so the process-wide engine cache loads its models once for all of them.
+"""
+
+import re
 import shutil
 
 import numpy as np
@@ -8,14 +13,43 @@ from conftest import REPO, jpeg_bytes, solid
 from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "streamlit_app.py")
-PAGES = ["pages/compare.py", "pages/reconstructions.py", "pages/catalogue.py", "pages/evaluation.py"]
+PAGES = ["app_pages/compare.py", "app_pages/reconstructions.py", "app_pages/catalogue.py",
+         "app_pages/evaluation.py"]
+#: Markdown that would render: an image or a link, raw HTML, bold or LaTeX around catalogue text.
+UNESCAPED = re.compile(r"(?<!\\)(!\[|\]\(|<img|\*\*bold|\$x)")
+
+
+@pytest.fixture(scope="module")
+def app_data(hostile_catalog, tmp_path_factory):
+    data = tmp_path_factory.mktemp("appdata")
+    shutil.copytree(hostile_catalog, data / "catalogs" / "shop")
+    return data
 
 
 @pytest.fixture
-def app(built_catalog, _data_dir):
-    shutil.copytree(built_catalog, _data_dir / "catalogs" / "shop")
-    at = AppTest.from_file(APP, default_timeout=120)
-    return at.run()
+def app(app_data, monkeypatch):
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(app_data))
+    yield AppTest.from_file(APP, default_timeout=120).run()
+    for extra in (app_data / "catalogs").iterdir():  # what a test built or copied beside the shop
+        if extra.name != "shop":
+            shutil.rmtree(extra)
+    shutil.rmtree(app_data / "uploads", ignore_errors=True)
+
+
+def shown_text(at) -> list[str]:
+    """The Markdown source of every element that renders Markdown, sidebar included."""
+    elements = [*at.markdown, *at.caption, *at.error, *at.info, *at.success, *at.warning,
+                *at.subheader, *at.title]
+    return [e.value for e in elements] + [c for img in at.image for c in img.captions]
+
+
+def assert_plain(at) -> list[str]:
+    """Asserts no catalogue text renders as Markdown; returns what was shown."""
+    assert not at.exception, at.exception
+    shown = shown_text(at)
+    for value in shown:
+        assert not UNESCAPED.search(value), value
+    return shown
 
 
 def result_images(at):
@@ -61,23 +95,21 @@ def test_the_query_and_options_survive_a_page_change(app):
     app.sidebar.slider(key="k-picker").set_value(3).run()
     app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((30, 50, 210), 64)), "image/jpeg")).run()
     top_search = [c for img in result_images(app) for c in img.captions]
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     assert not app.exception
     assert app.sidebar.slider(key="k-picker").value == 3
     assert len(result_images(app)) == 3 * 2  # both approaches, k each
-    assert any("Your photo" in c or "photo.jpg" in c for img in app.image for c in img.captions)
-    app.switch_page("streamlit_app.py").run()
+    assert any("photo\\.jpg" in c for img in app.image for c in img.captions)  # the name, as plain text
+    app.switch_page("app_pages/search.py").run()
     assert [c for img in result_images(app) for c in img.captions] == top_search
 
 
-def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, built_catalog, _data_dir):
-    import shutil
-
-    shutil.copytree(built_catalog, _data_dir / "catalogs" / "other")
+def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, app_data):
+    shutil.copytree(app_data / "catalogs" / "shop", app_data / "catalogs" / "other")
     app.run()
     app.button(key="example-search").click().run()
     assert app.session_state["query"].kind == "item" and len(result_images(app)) == 8
-    app.switch_page("pages/reconstructions.py").run()
+    app.switch_page("app_pages/reconstructions.py").run()
     app.main.radio[0].set_value("Random").run()
     assert not app.exception, app.exception
     app.sidebar.selectbox[0].set_value("other").run()
@@ -98,9 +130,9 @@ def test_a_crop_box_is_kept_with_the_query_and_can_be_dropped(app):
     box = app.session_state["query"].box
     assert box is not None and 0 <= box[0] < box[2] <= 400 and 0 <= box[1] < box[3] <= 300
     assert any("searched with your box" in c.value for c in app.caption)
-    app.switch_page("pages/compare.py").run()  # the box travels with the query
+    app.switch_page("app_pages/compare.py").run()  # the box travels with the query
     assert not app.exception and app.session_state["query"].box == box
-    app.switch_page("streamlit_app.py").run()
+    app.switch_page("app_pages/search.py").run()
     app.toggle(key="crop-search").set_value(False).run()
     app.button(key="uncrop-search").click().run()
     assert app.session_state["query"].box is None
@@ -109,7 +141,7 @@ def test_a_crop_box_is_kept_with_the_query_and_can_be_dropped(app):
 
 
 def test_compare_page_shows_both_columns_with_precision(app):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     app.button(key="example-compare").click().run()
     assert not app.exception
     assert len(app.subheader) >= 2
@@ -117,7 +149,7 @@ def test_compare_page_shows_both_columns_with_precision(app):
 
 
 def test_reconstructions_modes(app):
-    app.switch_page("pages/reconstructions.py").run()
+    app.switch_page("app_pages/reconstructions.py").run()
     for mode in ("Browse", "Random", "Worst"):
         app.main.radio[0].set_value(mode).run()
         assert not app.exception
@@ -126,22 +158,34 @@ def test_reconstructions_modes(app):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, _data_dir):
+def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, app_data, monkeypatch):
     import io
     import zipfile
 
+    from streamlit.delta_generator import DeltaGenerator
+
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for path in sorted(shop_dir.rglob("*.png"))[:6]:
-            archive.write(path, path.relative_to(shop_dir).as_posix())
-    app.switch_page("pages/catalogue.py").run()
+    with zipfile.ZipFile(buf, "w") as archive:  # entry names become item names, shown in the progress text
+        for i, path in enumerate(sorted(shop_dir.rglob("*.png"))[:6]):
+            archive.write(path, f"{path.parent.name}/**bold** ![z](z.png) {i}.png")
+    texts: list[str] = []
+    progress = DeltaGenerator.progress
+
+    def recording(self, value, *args, **kwargs):
+        texts.append(kwargs.get("text") or "")
+        return progress(self, value, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", recording)
+    app.switch_page("app_pages/catalogue.py").run()
     assert len(app.text_input) == 1  # no server paths unless the operator lists IMGSIM_LOCAL_ROOTS
     app.file_uploader(key="import-file").set_value(("shop2.zip", buf.getvalue(), "application/zip"))
     app.text_input[0].set_value("uploaded")
     app.button[0].click().run(timeout=300)
     assert not app.exception and not app.error, (app.exception[0].proto if app.exception else app.error[0].value)
     assert any("uploaded" in s.value and "ready" in s.value for s in app.success)
-    assert (_data_dir / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
+    assert (app_data / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
+    assert any("\\*\\*bold\\*\\* \\!\\[z\\]" in t for t in texts), texts
+    assert not [t for t in texts if UNESCAPED.search(t)]
     # the session changes its own catalogue: add a photo, remove an item
     app.run()
     assert app.sidebar.selectbox[0].value == "uploaded"
@@ -167,7 +211,7 @@ def build_button(app):
 
 
 def test_catalogue_page_refuses_a_broken_zip(app):
-    app.switch_page("pages/catalogue.py").run()
+    app.switch_page("app_pages/catalogue.py").run()
     app.file_uploader[0].set_value(("bad.zip", b"not a zip at all", "application/zip"))
     app.button[0].click().run()
     assert not app.exception
@@ -179,7 +223,10 @@ def test_pages_use_only_imgsim_public_api():
 
     import imgsim
 
-    for path in [REPO / "streamlit_app.py", *sorted((REPO / "pages").glob("*.py"))]:
+    files = [REPO / "streamlit_app.py", *sorted((REPO / "app_pages").glob("*.py")),
+             *sorted((REPO / "app_support").glob("*.py"))]
+    assert len(files) >= 11 and not (REPO / "pages").exists()  # Streamlit treats a pages/ folder specially
+    for path in files:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) imgsim\.", text, re.M), f"{path.name} imports below imgsim's facade"
         for name in set(re.findall(r"\bimgsim\.(\w+)", text)):
@@ -192,9 +239,110 @@ def test_streamlit_does_not_clear_the_shared_keras_session(monkeypatch):
     import keras
     from streamlit.runtime.scriptrunner import script_runner
 
-    import pages.shared  # noqa: F401  (installs the hook)
+    import app_support.engine  # noqa: F401  (installs the hook)
 
     calls = []
     monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
     script_runner._clean_problem_modules()
     assert calls == []
+
+
+# -- catalogue text is shown as text ----------------------------------------------------------
+
+def escaped_url(url: str) -> str:
+    """``url`` as the app writes it in Markdown: escaped, a word joiner against autolinks."""
+    escaped = url.replace(".", "\\.").replace(":", "\\:").replace("/", "\\/")
+    return escaped.replace("\\:\\/\\/", "\\:\u2060\\/\\/")
+
+
+def card_values(at) -> list[str]:
+    return [m.value for m in at.markdown if re.match(r"\*\*\d+\.\*\* ", m.value)]
+
+
+def test_search_shows_hostile_names_as_text(app, tracker):
+    """Names that are Markdown images, links, HTML, bold and LaTeX show as their characters."""
+    app.sidebar.slider(key="k-picker").set_value(12).run()
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((210, 30, 30), 64)), "image/jpeg")).run()
+    shown = " ".join(assert_plain(app))
+    base = escaped_url(tracker[0])
+    for escaped in (f"\\!\\[x\\]\\({base}\\/t\\.png\\)", f"\\[link\\]\\({base}\\/l\\) \\<img",
+                    "\\*\\*bold\\*\\* \\_it\\_ \\`code\\` \\$x\\^2\\$", f"\\!\\[c\\]\\({base}\\/c\\.png\\) reds",
+                    "An important part of Hanukkah is the menorah—a candleholder…"):
+        assert escaped in shown
+    cards = card_values(app)
+    assert len(cards) == 12
+    for card in cards:  # the only bold is the rank; no "**" left open before a space
+        assert card.replace("\\*", "").count("**") == 2 and not re.search(r"\s\*\*", card.replace("\\*", "")), card
+    row = next(i for i, card in enumerate(cards) if "\\!\\[x\\]" in card)
+    [b for b in app.button if b.label == "More like this"][row].click().run()
+    assert any("\\!\\[x\\]" in c and "as the model sees it" in c for img in app.image for c in img.captions)
+    assert_plain(app)
+    for page in PAGES:  # the same query on every page
+        app.switch_page(page).run()
+        shown = assert_plain(app)
+        if page.endswith(("compare.py", "reconstructions.py")):
+            assert any("\\!\\[x\\]" in v for v in shown), page
+    assert tracker[1] == []
+
+
+def test_build_errors_quoting_the_upload_are_plain(app, tracker):
+    csv = f"uniq_id,product_name,image\n![d]({tracker[0]}/d.png),a,a.jpg\n![d]({tracker[0]}/d.png),b,b.jpg\n"
+    app.switch_page("app_pages/catalogue.py").run()
+    app.file_uploader(key="import-file").set_value(("dupes.csv", csv.encode(), "text/csv"))
+    app.text_input[0].set_value("dupes")
+    build_button(app).click().run()
+    errors = [e.value for e in app.error]
+    assert any("repeats item ids" in e and "\\!\\[d\\]" in e for e in errors), errors
+    assert_plain(app)
+
+
+def test_a_library_error_shows_as_a_message_not_a_traceback(app, monkeypatch):
+    """An ImgsimError no page handles is caught once, by the frame, and shown as plain text."""
+    import imgsim
+
+    def broken(*args, **kwargs):
+        raise imgsim.ArtifactError("the model ![m](http://127.0.0.1:9/m.png) is damaged")
+
+    monkeypatch.setattr(imgsim.Engine, "reconstruct", broken)
+    app.switch_page("app_pages/reconstructions.py").run()
+    app.main.radio[0].set_value("Browse").run()
+    assert not app.exception
+    url = escaped_url("http://127.0.0.1:9/m.png")
+    assert [e.value for e in app.error] == [f"the model \\!\\[m\\]\\({url}\\) is damaged"]
+    assert app.sidebar.selectbox[0].value == "shop"  # the frame and sidebar are still there
+
+
+@pytest.mark.parametrize("text", [
+    "![x](http://127.0.0.1:1/t.png)", "[link](http://a/b)", "**bold** __b__ *i* _i_", "`code`",
+    "<img src=x onerror=alert(1)>", "$x^2$ $$y$$", "# heading", "1. item", "- item", "> quote",
+    "a\n\n# b\n---", "&lt;img&gt; &amp;", ":red[red] :material/home:", "| a | b |", "~~s~~", "\\*x\\*",
+])
+def test_plain_renders_as_the_text_itself(text):
+    """Oracle: CommonMark renders plain(text) as one paragraph holding exactly the characters."""
+    import html
+
+    markdown_it = pytest.importorskip("markdown_it")
+    from app_support.text import plain
+
+    rendered = markdown_it.MarkdownIt("commonmark").render(plain(text)).replace("\u2060", "")
+    assert rendered == f"<p>{html.escape(' '.join(text.split()), quote=False)}</p>\n"
+
+
+@pytest.mark.parametrize("text", ["see http://127.0.0.1:1/t.png", "HTTPS://a.b/c", "www.example.com", "a@b.com"])
+def test_plain_leaves_nothing_for_gfm_to_autolink(text):
+    """GFM links bare URLs and addresses in text whatever the escapes; a word joiner stops it."""
+    from app_support.text import plain
+
+    unescaped = plain(text).replace("\\", "")
+    assert unescaped.replace("\u2060", "") == text
+    assert not re.search(r"(?i)://|www\.|@\w", unescaped)
+
+
+def test_shorten_cuts_at_a_word_and_says_so():
+    from app_support.text import shorten
+
+    assert shorten("a candleholder **with nine** branches", 20) == "a candleholder…"
+    assert shorten("exactly twelve", 20) == "exactly twelve"
+    assert shorten("abcdefghijklmnopqrstuvwxyz", 10) == "abcdefghi…"
+    with pytest.raises(ValueError, match="Received: limit=1"):
+        shorten("x", 1)

@@ -10,9 +10,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from conftest import REPO, jpeg_bytes, solid
+from conftest import REPO, hostile_names, jpeg_bytes, solid
 
 CHROMIUM = Path(os.environ.get("IMGSIM_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "test-artifacts"
@@ -29,14 +30,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(built_catalog, tmp_path_factory):
+def server(hostile_catalog, tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     # IMGSIM_BROWSER_DATA_DIR points the test at real catalogues (the README's timings use the demo).
     data = os.environ.get("IMGSIM_BROWSER_DATA_DIR")
     if data is None:
         data = tmp_path_factory.mktemp("appdata")
-        shutil.copytree(built_catalog, data / "catalogs" / "shop")
+        shutil.copytree(hostile_catalog, data / "catalogs" / "shop")
     port = free_port()
     env = {**os.environ, "IMGSIM_DATA_DIR": str(data)}
     started = time.perf_counter()
@@ -99,8 +100,8 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "search.png"))
 
     # Warm query: "More like this" on the second result; done when the query caption shows its name.
-    name = page.locator("[data-testid='stMarkdownContainer'] strong", has_text="2. ").first.inner_text()
-    name = name.split(". ", 1)[1]
+    second = page.locator("[data-testid='stMarkdownContainer'] p", has=page.get_by_text("2.", exact=True))
+    name = second.first.inner_text().splitlines()[0].split(". ", 1)[1].rstrip("…")
     t1 = time.perf_counter()
     page.get_by_role("button", name="More like this").nth(1).click()
     caption = re.compile(re.escape(name[:40]) + ".* as the model sees it")
@@ -165,3 +166,52 @@ def test_phone_width_layout(server, browser, tmp_path):
     assert page.locator("text=Traceback").count() == 0
     page.screenshot(path=str(ARTIFACTS / "phone-crop.png"))
     page.close()
+
+
+def as_shown(text: str) -> re.Pattern:
+    """What the page shows for catalogue ``text``: itself, a word joiner after each ``:`` of a URL."""
+    return re.compile(re.escape(text).replace("://", ":\u2060?//"))
+
+
+def test_no_request_leaves_the_origin(server, browser, tracker, tmp_path):
+    """Every page, with names that are Markdown images and links to the tracker: the browser asks
+    the app's own origin for everything (icons, fonts, scripts) and the tracker gets nothing."""
+    url, _ = server
+    base, hits = tracker
+    origin = urlsplit(url).netloc
+    ARTIFACTS.mkdir(exist_ok=True)
+    photo = tmp_path / "red.jpg"
+    photo.write_bytes(jpeg_bytes(solid((210, 30, 30), 300)))
+    page = browser.new_page(viewport={"width": 1280, "height": 2400})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    wait_idle(page)
+    page.locator("[data-testid='stSlider'] input[aria-label='Results (k)']").focus()
+    page.keyboard.press("End")  # k = 100: every item of the shop is a result
+    wait_idle(page)
+    page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(photo))
+    count_results(page, 12)
+    wait_idle(page)
+    names = hostile_names(base)
+    page.get_by_text(as_shown(names["reds/red_0.png"])).first.wait_for(timeout=60_000)  # as its characters
+    page.get_by_text(as_shown(names["greens/green_0.png"][:30])).first.wait_for(timeout=60_000)  # cut on its card
+    card = page.locator("[data-testid='stColumn']", has=page.get_by_text(as_shown(names["reds/red_0.png"])))
+    card.get_by_role("button", name="More like this").last.click()
+    page.get_by_text(as_shown(names["reds/red_0.png"] + " — as the model sees it")).wait_for(timeout=60_000)
+    for title in ("Compare", "Reconstructions", "Catalogue", "Evaluation", "Search"):
+        page.locator("[data-testid='stSidebarNav'] a", has_text=title).click()
+        wait_idle(page)
+        page.wait_for_timeout(1000)  # let images, charts and fonts load
+        assert page.locator("text=Traceback").count() == 0, title
+    page.get_by_text("Catalogue", exact=True).first.wait_for()  # the sidebar is still there
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").last.click()  # category options
+    page.get_by_text(f"![c]({base}/c.png) reds").first.wait_for(timeout=60_000)  # an option: no Markdown
+    assert page.locator("[data-testid='stMain'] a[href^='http']").count() == 0  # no name became a link
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(ARTIFACTS / "hostile-names.png"))
+    page.close()
+    allowed = {"data", "blob", "about"}
+    leaving = [u for u in requests if urlsplit(u).scheme not in allowed and urlsplit(u).netloc != origin]
+    assert requests and leaving == []
+    assert hits == []

@@ -13,28 +13,32 @@ from pathlib import Path
 import streamlit as st
 
 import imgsim
-from pages import shared
+from app_support import state
+from app_support.engine import build_with_progress
+from app_support.query import UPLOAD_TYPES
+from app_support.sidebar import current_engine
+from app_support.text import bold, plain
 
 #: Largest zip or CSV accepted from a browser; the zip's inflated size has its own limits.
 MAX_ARCHIVE_BYTES = 200 * 2**20
 
 st.title("Catalogue")
-engine = shared.current_engine()
-owned: set[str] = st.session_state.setdefault("owned_catalogs", set())
+engine = current_engine()
+owned = state.owned_catalogs()
 if engine is not None:
     catalog = engine.catalog
     m = catalog.manifest
     origin = "built in this session" if catalog.name in owned else "read-only here"
-    st.markdown(f"**{shared.plain(catalog.name)}** · {m['n_ok']} of {m['n_items']} items imported · "
-                f"{m['source_kind']} · updated {m['updated']} · {origin}")
+    st.markdown(f"{bold(catalog.name)} · {m['n_ok']} of {m['n_items']} items imported · "
+                f"{plain(m['source_kind'])} · updated {plain(m['updated'])} · {origin}")
     ready = engine.approaches()
-    st.markdown("Approaches ready: " + (", ".join(engine.label(a) for a in ready) or "none"))
+    st.markdown("Approaches ready: " + plain(", ".join(engine.label(a) for a in ready) or "none"))
     for approach, why in engine.unavailable().items():
-        st.caption(f"{approach}: {why}")
+        st.caption(plain(f"{approach}: {why}"))
     left, right = st.columns(2)
     with left:
         st.subheader("Items by category")
-        counts = engine.items["category"].replace("", "(none)").value_counts()
+        counts = engine.items["category"].replace("", "(none)").value_counts()  # chart labels are text
         st.bar_chart(counts, horizontal=True)
     with right:
         st.subheader("Import failures")
@@ -43,16 +47,16 @@ if engine is not None:
             st.success("Every item was imported.")
         else:
             for status, group in failures.groupby("status"):
-                st.markdown(f"**{shared.plain(str(status))}**: {len(group)}")
-                st.dataframe(group[["id", "message"]].head(5), hide_index=True)
+                st.markdown(f"{bold(status)}: {len(group)}")
+                st.dataframe(group[["id", "message"]].head(5), hide_index=True)  # cells are text
 
 if engine is not None and engine.catalog.name in owned:
     st.divider()
-    st.subheader(f"Change {engine.catalog.name}")
+    st.subheader(f"Change {plain(engine.catalog.name)}")
     st.caption("Added items are embedded with the models as they are (nothing is retrained); an item "
                "whose id is already there is updated. Removing drops rows; nothing is re-embedded.")
     with st.form("add"):
-        added = st.file_uploader("Photos or a zip of photos to add", type=[*shared.UPLOAD_TYPES, "zip"],
+        added = st.file_uploader("Photos or a zip of photos to add", type=[*UPLOAD_TYPES, "zip"],
                                  accept_multiple_files=True, key="add-files")
         if st.form_submit_button("Add"):
             if not added:
@@ -80,8 +84,8 @@ if engine is not None and engine.catalog.name in owned:
                         imgsim.refresh(changed)
                     st.success(f"{counts['added']} added, {counts['updated']} updated, "
                                f"{counts['failed']} could not be imported.")
-                except (imgsim.SourceError, imgsim.ArtifactError, ValueError, OSError) as err:
-                    st.error(f"Nothing was added: {err}")
+                except (imgsim.ImgsimError, ValueError, OSError) as err:
+                    st.error(plain(f"Nothing was added: {err}"))
     with st.form("remove"):
         names = engine.items["name"].fillna("").astype(str).where(lambda n: n != "", engine.items["id"])
         labels = dict(zip(engine.items["id"], names))
@@ -92,8 +96,8 @@ if engine is not None and engine.catalog.name in owned:
                 changed, removed = imgsim.remove_items(engine.catalog.root, chosen)
                 imgsim.refresh(changed)
                 st.success(f"{removed} removed.")
-            except (ValueError, imgsim.ArtifactError) as err:
-                st.error(str(err))
+            except (ValueError, imgsim.ImgsimError) as err:
+                st.error(plain(err))
 
 st.divider()
 st.subheader("Import a catalogue")
@@ -106,13 +110,14 @@ with st.form("import"):
     if roots:
         source = st.text_input("…or a folder or CSV on this server",
                                placeholder=str(roots[0] / "my-shop"),
-                               help="Only under: " + ", ".join(str(r) for r in roots))
+                               help="Only under: " + plain(", ".join(str(r) for r in roots)))
     name = st.text_input("Catalogue name", placeholder="my-shop", max_chars=64)
     submitted = st.form_submit_button("Build", type="primary")
 
 
 def refuse(message: str) -> None:
-    st.error(message)
+    """Shows ``message`` (plain text: it may quote the upload) and ends this run."""
+    st.error(plain(message))
     st.stop()
 
 
@@ -142,7 +147,7 @@ if submitted:
             refuse(str(err))
     else:
         refuse("Upload a zip or a CSV" + (", or give a folder on this server." if roots else "."))
-    if shared.build_with_progress(source, target):
+    if build_with_progress(source, target):
         owned.add(name)
-        st.session_state["pending_catalog"] = name
-        st.success(f"Catalogue **{name}** is ready: pick it in the sidebar.")
+        st.session_state[state.PENDING_CATALOG] = name
+        st.success(f"Catalogue {bold(name)} is ready: pick it in the sidebar.")

@@ -4,10 +4,12 @@ import pandas as pd
 import streamlit as st
 
 import imgsim
-from pages import shared
+from app_support import engine as cache
+from app_support.sidebar import current_engine
+from app_support.text import bold, plain
 
 st.title("Evaluation")
-engine = shared.current_engine()
+engine = current_engine()
 if engine is not None:
     root = str(engine.catalog.root)
     candidates = [c for c in ("label", "category", "subcategory", "articleType", "subCategory")
@@ -15,9 +17,9 @@ if engine is not None:
     label_column = st.selectbox("An item is relevant when it shares the query's", candidates or ["label"])
     st.caption("Leave-one-out: every labelled item queries all the others.")
     try:
-        report = shared.evaluation(root, engine.version, label_column)
-    except ValueError as err:
-        st.error(str(err))
+        report = cache.evaluation(root, engine.version, label_column)
+    except (ValueError, imgsim.ImgsimError) as err:
+        st.error(plain(err))
         report = None
     if report:
         approaches = [a for a in imgsim.approach_names() if a in report]
@@ -27,7 +29,7 @@ if engine is not None:
         st.dataframe(table.style.format("{:.3f}"))
         for a in approaches:
             if report[a].get("note"):
-                st.caption(f"{labels[a]}: {report[a]['note']}")
+                st.caption(plain(f"{labels[a]}: {report[a]['note']}"))
         depth = min(len(report[a]["curve"]) for a in approaches)  # small catalogues rank fewer than 20
         curves = pd.DataFrame({labels[a]: report[a]["curve"][:depth] for a in approaches}, index=range(1, depth + 1))
         curves["chance"] = report["chance"]
@@ -37,5 +39,5 @@ if engine is not None:
     columns = st.columns(max(len(engine.approaches()), 1))
     for column, approach in zip(columns, engine.approaches()):
         with column:
-            st.markdown(f"**{engine.label(approach)}**")
-            st.scatter_chart(shared.embedding_map(root, engine.version, approach), x="x", y="y", color="category")
+            st.markdown(bold(engine.label(approach)))
+            st.scatter_chart(cache.embedding_map(root, engine.version, approach), x="x", y="y", color="category")

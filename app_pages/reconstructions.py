@@ -8,19 +8,24 @@ import numpy as np
 import streamlit as st
 from matplotlib import colormaps
 
-from pages import shared
+import imgsim
+from app_support import query as q
+from app_support import state
+from app_support.sidebar import current_engine
+from app_support.text import bold, plain
 
 st.title("Autoencoder reconstructions")
-engine = shared.current_engine()
+engine = current_engine()
 if engine is not None:
-    if "autoencoder" not in engine.approaches():
-        st.info(f"This catalogue has no trained autoencoder: {engine.unavailable().get('autoencoder')}")
+    reconstructor = imgsim.reconstructing_approach()
+    if reconstructor not in engine.approaches():
+        st.info(plain(f"This catalogue has no trained autoencoder: {engine.unavailable().get(reconstructor)}"))
     else:
-        model = engine.model("autoencoder")
+        model = engine.model(reconstructor)
         m = model.manifest
         config = m["config"]
         mode_note = " trained to ignore the scene around a product" if config.get("mode") == "robust" else ""
-        st.caption(f"{engine.label('autoencoder')}{mode_note}: {config['image_size']}px input, "
+        st.caption(f"{engine.label(reconstructor)}{mode_note}: {config['image_size']}px input, "
                    f"{config['latent_dim']}-d latent, {m['parameters']:,} parameters, "
                    f"validation MSE {m['val_mse']:.4f} (PSNR {m['val_psnr']:.1f} dB)")
         mode = st.radio("Show", ["Your photo", "Browse", "Random", "Best", "Worst"], horizontal=True)
@@ -28,21 +33,21 @@ if engine is not None:
         rows: list[int] = []
         query = None
         if mode == "Browse":
-            rows = [st.slider("Item", 0, n - 1, 0, key="recon_item")] if n > 1 else [0]
+            rows = [st.slider("Item", 0, n - 1, 0, key=state.RECON_ITEM)] if n > 1 else [0]
         elif mode == "Random":
-            remembered = st.session_state.get("recon_random") or []
+            remembered = st.session_state.get(state.RECON_RANDOM) or []
             if (st.button("Another", icon=":material/casino:") or not remembered
                     or max(remembered) >= n):
                 remembered = np.random.default_rng().choice(n, min(4, n), replace=False).tolist()
-                st.session_state["recon_random"] = remembered
+                st.session_state[state.RECON_RANDOM] = remembered
             rows = remembered
         elif mode in ("Best", "Worst"):
             with st.spinner("Measuring reconstruction error over the catalogue…"):
                 errors = engine.reconstruction_errors()
             rows = errors.sort_values("mse", ascending=mode == "Best")["row"].head(4).tolist()
         else:
-            shared.query_widgets(engine, "reconstructions")
-            query = shared.current_query(engine)
+            q.query_widgets(engine, "reconstructions")
+            query = q.current_query(engine)
             if query is None:
                 st.info("Upload or snap a photo (a phone photo shows what the autoencoder makes of "
                         "the scene around a product), or try an example.")
@@ -52,11 +57,11 @@ if engine is not None:
         def show(recon, title: str, photo: bool = False) -> None:
             cols = st.columns(3)
             if photo:  # the difference from a scene is no error: the model is meant to drop the scene
-                st.markdown(f"**{shared.plain(title)}**")
+                st.markdown(bold(title))
                 cols[0].image(recon.original, caption="your photo, cropped to the product box", width="stretch")
                 cols[1].image(recon.reconstruction, caption="the studio picture it imagines", width="stretch")
                 return
-            st.markdown(f"**{shared.plain(title)}** · MSE {recon.mse:.4f} · PSNR {recon.psnr:.1f} dB")
+            st.markdown(f"{bold(title)} · MSE {recon.mse:.4f} · PSNR {recon.psnr:.1f} dB")
             heat = (colormaps["magma"](np.clip(recon.error_map / 0.5, 0, 1))[..., :3] * 255).astype(np.uint8)
             cols[0].image(recon.original, caption="input (as the model sees it)", width="stretch")
             cols[1].image(recon.reconstruction, caption="reconstruction", width="stretch")

@@ -1,0 +1,30 @@
+"""Search: a photo in, the most similar catalogue items out."""
+
+import streamlit as st
+
+from app_support import query as q
+from app_support import state, widgets
+from app_support.sidebar import current_engine
+from app_support.text import bold
+
+st.title("Visual search")
+engine = current_engine()
+if engine is not None:
+    approach, k, category = state.search_options()
+    st.caption(f"{len(engine.items)} items in {bold(engine.catalog.name)}. Upload or snap a photo, "
+               "or try an example from the catalogue.")
+    q.query_widgets(engine, "search")
+    query = q.current_query(engine)
+    if query is not None and approach is not None:
+        result = q.run_query(engine, query, approach, k, category)
+        left, right = st.columns([1, 3])
+        with left:
+            q.show_query(query, result)
+        if result is not None:
+            with right:
+                st.subheader(f"{len(result.items)} most similar")
+                st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
+                           f"(search {result.search_seconds * 1000:.1f} ms)"
+                           + (" · searched with your box" if query.box else ""))
+            widgets.crop_box_editor(query, result, "search")
+            widgets.result_grid(engine, result, key="search")

@@ -1,0 +1,89 @@
+"""The shared sidebar: catalogue, approach, k, category and region search.
+
+The entry script draws it once per run, before the page, so its values persist across pages
+(Streamlit's own multipage pattern); a page asks :func:`current_engine` for the result.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import imgsim
+from app_support import state
+from app_support.engine import build_with_progress, engine_for
+from app_support.text import plain
+
+MAX_K = 100
+
+
+def sidebar_catalogue() -> imgsim.Engine | None:
+    """The catalogue picker; builds the demo on the first run when its pictures are installed."""
+    catalogs = imgsim.list_catalogs()
+    if not catalogs:
+        if not imgsim.demo_available():
+            st.info("No catalogue yet, and the demo catalogue's pictures are not installed on this "
+                    "server. Open the **Catalogue** page and import a zip of images or a CSV of image URLs.")
+            return None
+        st.info("First run: building the demo catalogue (about 700 pictures; a few minutes, once).")
+        if not build_with_progress("demo", imgsim.default_demo_path()):
+            return None
+        catalogs = imgsim.list_catalogs()
+    names = [p.name for p in catalogs]
+    pending = st.session_state.pop(state.PENDING_CATALOG, None)  # just built on the Catalogue page
+    if pending in names and pending != st.session_state.get(state.CATALOG):
+        st.session_state[state.CATALOG] = pending
+        state.forget_stale_state()
+    if st.session_state.get(state.CATALOG) not in names:
+        st.session_state[state.CATALOG] = "demo" if "demo" in names else names[0]
+    chosen = st.sidebar.selectbox("Catalogue", names,
+                                  **state.remembered(state.CATALOG, names[0], state.forget_stale_state))
+    try:
+        return engine_for(catalogs[names.index(chosen)])
+    except (imgsim.ImgsimError, OSError, ValueError) as err:
+        st.error(plain(f"Catalogue {chosen} cannot be opened: {err}"))
+        return None
+
+
+def sidebar_search_options(engine: imgsim.Engine) -> None:
+    """Approach, k, region search and category pickers."""
+    available = engine.approaches()
+    if not available:
+        st.sidebar.warning("This catalogue has no index yet: rebuild it on the Catalogue page.")
+    else:
+        if st.session_state.get(state.APPROACH) not in available:
+            st.session_state[state.APPROACH] = available[0]
+        st.sidebar.radio("Approach", available, format_func=engine.label,
+                         **state.remembered(state.APPROACH, available[0]),
+                         help="Used on the Search page; Compare shows them all.")
+    st.sidebar.slider("Results (k)", 1, MAX_K, **state.remembered(state.K, state.DEFAULT_K))
+    st.sidebar.toggle("Find the product in the photo", **state.remembered(state.REGIONS, True),
+                      help="Region search: the photo's regions and an automatic product box are searched "
+                           "too, so a product photographed in a scene is found. Off: the whole photo only.")
+    categories = [state.ALL_CATEGORIES, *engine.categories()]
+    if st.session_state.get(state.CATEGORY) not in categories:
+        st.session_state[state.CATEGORY] = categories[0]
+    # Options of a selectbox are shown as text, never as Markdown.
+    st.sidebar.selectbox("Category", categories, **state.remembered(state.CATEGORY, categories[0]))
+
+
+def draw_sidebar() -> imgsim.Engine | None:
+    """Draws the shared sidebar; returns the chosen engine (None when there is no catalogue)."""
+    engine = sidebar_catalogue()
+    if engine is not None:
+        sidebar_search_options(engine)
+    st.session_state[state.ENGINE_THIS_RUN] = engine
+    st.session_state[state.SIDEBAR_DRAWN] = True
+    return engine
+
+
+def current_engine() -> imgsim.Engine | None:
+    """The engine picked in the sidebar for this run (None when there is no catalogue).
+
+    Draws the sidebar first when the entry script has not (a page run on its own, as
+    Streamlit's test harness can do).
+    """
+    if st.session_state.pop(state.SIDEBAR_DRAWN, False):
+        return st.session_state.get(state.ENGINE_THIS_RUN)
+    engine = draw_sidebar()
+    del st.session_state[state.SIDEBAR_DRAWN]
+    return engine
