@@ -104,8 +104,7 @@ def _try_create(path: Path) -> bool:
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid()),
               "since": time.time()}
     try:
-        os.write(fd, json.dumps(holder).encode())
-        os.fsync(fd)
+        os.write(fd, json.dumps(holder).encode())  # no fsync: a lock outlives no reboot
     except OSError:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -208,7 +207,7 @@ def locks_catalog(argument: str) -> Callable[[Callable[..., T]], Callable[..., T
         @functools.wraps(function)
         def locked(*args: Any, **kwargs: Any) -> T:
             value = signature.bind(*args, **kwargs).arguments[argument]
-            with writer_lock(getattr(value, "root", value)):
+            with writer_lock(value if isinstance(value, (str, os.PathLike)) else value.root):
                 return function(*args, **kwargs)
 
         return locked
