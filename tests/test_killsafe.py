@@ -163,7 +163,7 @@ def test_a_kill_at_every_rename_loses_no_store(every_approach, new_images, tmp_p
     assert op == "export" or total > 5  # every store swap, manifest and items table is renamed in
     for n in range(1, total + 1):
         root = copy_of(base, tmp_path, f"killed-{n}")
-        run_killed(lambda: operation(root), n)
+        run_killed(lambda root=root: operation(root), n)
         refresh_all(root)
         got = vectors(root)
         ids = set(Catalog.load(root).ok["id"])
@@ -178,6 +178,7 @@ def test_a_kill_at_every_rename_loses_no_store(every_approach, new_images, tmp_p
         shutil.rmtree(root)
 
 
+@pytest.mark.slow
 def test_an_old_layout_store_is_migrated_and_survives_a_kill_in_the_migration(every_approach, tmp_path):
     """A store that is a real directory (written before versioned swaps) is swapped safely."""
     base = copy_of(every_approach, tmp_path, "legacy")
@@ -188,13 +189,15 @@ def test_an_old_layout_store_is_migrated_and_survives_a_kill_in_the_migration(ev
         shutil.copytree(target, link)
         shutil.rmtree(target)
     remove_items(base, Catalog.load(base).ok["id"].iloc[:1].tolist())
-    for n in (1, 2, 3):  # the first store's migration: old aside, new version in, link placed
+    total = run_killed(lambda: refresh_all(copy_of(base, tmp_path, "legacy-all")), None)
+    for n in range(1, total + 1):  # each store's migration: old aside, new version in, link placed
         root = copy_of(base, tmp_path, f"legacy-{n}")
-        run_killed(lambda: refresh_all(root), n)
+        run_killed(lambda root=root: refresh_all(root), n)
         refresh_all(root)
         assert len(vectors(root)["pretrained"]) == len(Catalog.load(base).ok)
-        assert (root / "stores" / "pretrained").is_symlink()
+        assert all((root / "stores" / a).is_symlink() for a in ("pretrained", "autoencoder", "tuned"))
         assert_clean(root)
+        shutil.rmtree(root)
 
 
 # -- one writer at a time ---------------------------------------------------------------------------

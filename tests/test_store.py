@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from imgsim.storage.artifacts import ArtifactError
 from imgsim.ingest.catalog import ingest
+from imgsim.storage.artifacts import ArtifactError
 from imgsim.storage.stores import Store, StoreMismatchError, build_store, model_spec, store_path
 
 
@@ -93,9 +93,9 @@ def test_a_rebuild_embeds_only_new_and_changed_items(catalog):
 
 def test_a_chunk_embedded_for_other_rows_is_never_used(catalog, tmp_path):
     """A kill left a partial chunk of new rows and no store: the next build must not read it as row 0."""
-    from PIL import Image
-
     import shutil
+
+    from PIL import Image
 
     from imgsim.ingest.catalog import add_items
 

@@ -114,7 +114,7 @@ def current(final: Path) -> Path | None:
 
 
 def _drop_others(final: Path, keep: Path | None) -> None:
-    for number, path in versions(final).items():
+    for path in versions(final).values():
         if path != keep:
             shutil.rmtree(path, ignore_errors=True)
 
