@@ -161,6 +161,7 @@ def test_a_kill_at_every_rename_loses_no_store(every_approach, new_images, tmp_p
     after = vectors(reference_root)
     before = vectors(base) if op != "refresh" else after  # a refresh starts after the commit
     assert op == "export" or total > 5  # every store swap, manifest and items table is renamed in
+    print(f"{op}: {total} renames, a kill at each in turn")
     for n in range(1, total + 1):
         root = copy_of(base, tmp_path, f"killed-{n}")
         run_killed(lambda root=root: operation(root), n)

@@ -160,7 +160,8 @@ def writer_lock(root: str | os.PathLike, wait: float | None = None) -> Iterator[
     is finished or rolled back (see :func:`imgsim.storage.swap.recover_all`).
 
     Args:
-        root: The catalogue directory (created if missing: a build may start there).
+        root: The catalogue directory (created if missing: a build may start there; removed
+            again if the block left it empty).
         wait: Seconds to wait for another writer; default :func:`wait_seconds`.
 
     Raises:
@@ -168,6 +169,7 @@ def writer_lock(root: str | os.PathLike, wait: float | None = None) -> Iterator[
         StorageWriteError: The lock file could not be written (a full disk, ...).
     """
     root = Path(root).expanduser()
+    created = not root.exists()
     with writing(root):
         root.mkdir(parents=True, exist_ok=True)
     path = (root / LOCK_FILE).resolve()
@@ -190,6 +192,9 @@ def writer_lock(root: str | os.PathLike, wait: float | None = None) -> Iterator[
             entry[1] -= 1
             if entry[1] == 0:
                 path.unlink(missing_ok=True)
+                if created:  # a writer refused before writing anything leaves no empty folder behind
+                    with contextlib.suppress(OSError):
+                        root.rmdir()
     finally:
         thread_lock.release()
 
