@@ -20,6 +20,7 @@ from imgsim.ingest import catalog as catalog_mod
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.download import DownloadConfig
 from imgsim.progress import Progress, silent
+from imgsim.storage.lock import locks_catalog
 
 ProgressFactory = Callable[[str], Progress]
 ANN_POLICIES = ("auto", "always", "never")
@@ -75,6 +76,7 @@ class BuildOptions:
         return given if given is not None else approaches_mod.get(approach).default_settings(self)
 
 
+@locks_catalog("catalog")
 def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *,
                      progress: ProgressFactory = lambda stage: silent,
                      log: Callable[[str], None] = lambda message: None) -> list[str]:
@@ -115,20 +117,17 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
     An index that still matches the store's embeddings is kept; one built for other embeddings
     (the catalogue changed) is rebuilt.
     """
-    import shutil
-
     import numpy as np
 
     from imgsim.index.hnsw import AnnConfig, AnnIndex, should_use_ann
-    from imgsim.storage.artifacts import ArtifactError
+    from imgsim.storage.artifacts import ArtifactError, remove_artifact
     from imgsim.storage.stores import Store
 
     path = ann_path(catalog, approach)
     store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
     wanted = policy == "always" or (policy == "auto" and should_use_ann(len(store.embeddings)))
     if not wanted:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+        remove_artifact(path)
         return
     try:
         AnnIndex.load(path, store.embeddings)
@@ -147,6 +146,7 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
     log(f"{approach}: approximate (HNSW) index over {index.size} rows in {time.perf_counter() - started:.1f} s")
 
 
+@locks_catalog("out")
 def build(
     source: str,
     out: str | os.PathLike,
@@ -179,6 +179,7 @@ def build(
     return catalog
 
 
+@locks_catalog("catalog")
 def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOptions(), *,
             progress: ProgressFactory = lambda stage: silent,
             log: Callable[[str], None] = lambda message: None) -> None:
@@ -201,6 +202,7 @@ def built_approaches(catalog: Catalog) -> tuple[str, ...]:
     return tuple(a for a in approaches_mod.names() if approaches_mod.get(a).store_dir(catalog).is_dir())
 
 
+@locks_catalog("catalog")
 def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silent,
             log: Callable[[str], None] = lambda message: None) -> list[str]:
     """Brings every store the catalogue has up to date with its items, after an add or remove.
@@ -213,6 +215,7 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     Returns:
         The approaches brought up to date.
     """
+    catalog = Catalog.load(catalog.root)  # as committed now: another writer may have changed it
     built = built_approaches(catalog)
     if not built:
         return []
@@ -228,6 +231,7 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     return done
 
 
+@locks_catalog("catalog")
 def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda message: None) -> list[str]:
     """Puts every store of the catalogue into a vector backend and makes the engine use it.
 

@@ -69,3 +69,30 @@ def test_a_rebuild_embeds_only_new_and_changed_items(catalog):
     np.testing.assert_array_equal(store.embeddings[1:], before[1:11])
     other = FakeExtractor("v2")  # another model reuses nothing
     assert build_store(catalog, "fake", other, batch_size=4).manifest["reused_rows"] == 0
+
+
+def test_a_chunk_embedded_for_other_rows_is_never_used(catalog, tmp_path):
+    """A kill left a partial chunk of new rows and no store: the next build must not read it as row 0."""
+    import shutil
+
+    from PIL import Image
+
+    from imgsim.ingest.catalog import add_items
+
+    build_store(catalog, "fake", FakeExtractor(), batch_size=1, chunk_rows=1)
+    extra = []
+    for i, colour in enumerate([(250, 250, 0), (0, 250, 250)]):
+        extra.append(str(tmp_path / f"extra_{i}.png"))
+        Image.fromarray(np.full((20, 20, 3), colour, np.uint8)).save(extra[-1])
+    grown, _ = add_items(catalog.root, extra)
+    with pytest.raises(RuntimeError, match="power cut"):  # the first new row's chunk is saved
+        build_store(grown, "fake", FakeExtractor(fail_after=1), batch_size=1, chunk_rows=1)
+    gone = store_path(grown, "fake")  # and the store is gone, as a kill in the old two-rename swap left it
+    target = gone.resolve()
+    if gone.is_symlink():
+        gone.unlink()
+    shutil.rmtree(target)
+    store = build_store(grown, "fake", FakeExtractor(), batch_size=1, chunk_rows=1)
+    expected = np.concatenate([FakeExtractor().embed(np.stack([grown.load_square(i, 8)]))
+                               for i in range(len(grown.ok))])
+    np.testing.assert_allclose(np.asarray(store.embeddings), expected)

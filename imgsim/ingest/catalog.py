@@ -57,6 +57,7 @@ from imgsim.storage.artifacts import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from imgsim.storage.lock import locks_catalog
 
 FORMAT_VERSION = 2
 KIND = "catalog"
@@ -407,7 +408,7 @@ def _commit(root: Path, items: pd.DataFrame, manifest: dict[str, Any]) -> str:
     items.to_parquet(buffer, index=False)
     data = buffer.getvalue()
     items_file = f"items-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
-    write_bytes_atomic(root / items_file, data)
+    write_bytes_atomic(root / items_file, data, durable=True)
     write_json_atomic(root / MANIFEST, {**manifest, "items_file": items_file})
     return items_file
 
@@ -430,6 +431,7 @@ def _clean_up(root: Path, items_file: str, items: pd.DataFrame, source_dir: Path
                 shutil.rmtree(old, ignore_errors=True)
 
 
+@locks_catalog("out")
 def ingest(
     source: str,
     out: str | os.PathLike,
@@ -620,6 +622,7 @@ def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> 
     return Catalog(catalog.root, {**manifest, "items_file": items_file}, items)
 
 
+@locks_catalog("root")
 def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str | os.PathLike | None = None,
               label_column: str | None = None, download_config: download.DownloadConfig | None = None,
               progress: Progress = silent) -> tuple[Catalog, dict[str, int]]:
@@ -661,6 +664,7 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
     return _recommit(catalog, items.reset_index(drop=True), {"added_from": str(source)[:500], **counts}), counts
 
 
+@locks_catalog("root")
 def remove_items(root: str | os.PathLike, ids: list[str]) -> tuple[Catalog, int]:
     """Removes the items with these ids from the catalogue at ``root`` (one atomic commit).
 

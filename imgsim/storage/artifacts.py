@@ -2,13 +2,16 @@
 
 Every artifact imgsim writes (a catalogue, an embedding store, a trained model) is a directory
 holding a ``manifest.json``. Directories are built under a temporary name beside their final
-place and renamed into it, so a crash mid-write leaves the previous version loadable.
+place, flushed to disk and swapped in by one rename (see :mod:`imgsim.storage.swap`), so a crash
+mid-write leaves the previous version loadable. A write that fails (a full disk) raises
+:class:`StorageWriteError` and leaves the previous version in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imgsim.errors import ImgsimError
+from imgsim.storage import swap
 
 MANIFEST = "manifest.json"
 
@@ -30,6 +34,30 @@ class ArtifactError(ImgsimError, RuntimeError):
 
 class ArtifactMismatchError(ArtifactError):
     """An artifact is intact but was made for another model, options or catalogue state."""
+
+
+class StorageWriteError(ArtifactError):
+    """Writing an artifact failed (a full disk, a read-only or vanished folder); nothing was replaced."""
+
+
+def write_error(err: OSError, path: str | os.PathLike) -> StorageWriteError:
+    """The one-line :class:`StorageWriteError` for an ``OSError`` met while writing ``path``."""
+    if isinstance(err, StorageWriteError):
+        return err
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageWriteError(f"no space left on device while writing {path}")
+    return StorageWriteError(f"could not write {path}: {err.strerror or err}")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turns an ``OSError`` raised inside the block into a :class:`StorageWriteError` naming ``path``."""
+    try:
+        yield
+    except StorageWriteError:
+        raise
+    except OSError as err:
+        raise write_error(err, path) from err
 
 
 def data_dir() -> Path:
@@ -89,21 +117,40 @@ def sha256_text(*parts: str) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Writes JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
-    os.replace(tmp, path)
+    """Writes JSON to ``path`` through a flushed temporary file and a rename (a commit point).
+
+    Raises:
+        StorageWriteError: The write failed; ``path`` is as it was.
+    """
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"),
+                       durable=True)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes bytes to ``path`` through a temporary file and a rename."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Writes bytes to ``path`` through a temporary file and a rename.
+
+    Args:
+        path: The file.
+        data: Its new bytes.
+        durable: ``fsync`` the file before the rename and the folder after it, so the rename
+            commits bytes that are on disk (for commit points; thumbnails skip it).
+
+    Raises:
+        StorageWriteError: The write failed (a full disk, ...); ``path`` is as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            if durable:
+                swap.fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -136,23 +183,27 @@ def read_manifest(directory: str | os.PathLike, kind: str | None = None) -> dict
 def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     """Yields a fresh temporary directory that replaces ``final`` when the block succeeds.
 
-    If the block raises, the temporary directory is removed and ``final`` is untouched. The swap
-    is two renames (old aside, new in place); the old copy is deleted afterwards.
+    If the block raises, the temporary directory is removed and ``final`` is untouched. The new
+    version is flushed to disk and committed by one rename of a symlink (see
+    :mod:`imgsim.storage.swap`); the old version is deleted afterwards.
+
+    Raises:
+        StorageWriteError: The block or the swap met an ``OSError`` (a full disk, ...); ``final``
+            is as it was.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        swap.recover(final)  # leftovers of a writer killed earlier
+        tmp = final.with_name(f".{final.name}{swap.TMP}{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
     try:
-        yield tmp
+        with writing(final):
+            yield tmp
+            swap.swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_artifact(final: str | os.PathLike, manifest: dict[str, Any],
@@ -187,6 +238,12 @@ def write_artifact(final: str | os.PathLike, manifest: dict[str, Any],
     return manifest
 
 
+def remove_artifact(final: str | os.PathLike) -> None:
+    """Deletes an artifact directory written by :func:`atomic_directory`, with all its versions."""
+    with writing(final):
+        swap.remove(Path(final))
+
+
 def load_artifact(root: str | os.PathLike, kind: str, format_version: int, *,
                   expect: dict[str, Any] | None = None, verify: bool = True) -> dict[str, Any]:
     """Reads and checks an artifact written by :func:`write_artifact`.
@@ -200,7 +257,9 @@ def load_artifact(root: str | os.PathLike, kind: str, format_version: int, *,
         ArtifactMismatchError: Intact, but made for something else than ``expect`` says.
     """
     root = Path(root)
-    manifest = read_manifest(root, kind)
+    real = root.resolve()  # one version, even if a writer swaps in the next one meanwhile
+    root = root.with_name(swap.public_name(real))
+    manifest = read_manifest(real, kind)
     if manifest.get("format_version") != format_version:
         raise ArtifactMismatchError(f"{root.name}: {kind} format {manifest.get('format_version')} is not "
                                     f"{format_version} (written by another imgsim version); rebuild it")
@@ -209,7 +268,7 @@ def load_artifact(root: str | os.PathLike, kind: str, format_version: int, *,
             raise ArtifactMismatchError(f"{root.name}: made with {field}={manifest.get(field)!r}, "
                                         f"but now {field}={value!r}; rebuild it")
     for name, recorded in (manifest.get("files") or {}).items():
-        path = root / name
+        path = real / name
         if not path.is_file() or path.stat().st_size != recorded.get("bytes"):
             raise ArtifactError(f"{root.name}: {name} is missing or damaged; rebuild it")
         if verify and "sha256" in recorded and sha256_file(path) != recorded["sha256"]:

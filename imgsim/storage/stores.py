@@ -11,9 +11,11 @@ Layout::
 
 A build reuses every row of the previous store whose key is unchanged (same item, same image
 bytes) when the model is the same, so adding, changing or removing a few items embeds only those.
-It writes the newly embedded rows in chunks into ``.<approach>.partial/`` (so an interrupted
-build resumes where it stopped), then assembles the store in a temporary directory that is
-renamed into place: a build killed at any point leaves the previous store loadable.
+It writes the newly embedded rows in chunks into ``.<approach>.partial/``, each named by the
+sha256 of its rows' keys (so an interrupted build resumes where it stopped, and a chunk made for
+another row set is never used), then assembles the store in a temporary directory that is
+swapped into place (see :mod:`imgsim.storage.swap`): a build killed at any point leaves the
+previous store loadable.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from imgsim.storage.artifacts import (
     ArtifactMismatchError,
     load_artifact,
     read_manifest,
+    sha256_text,
     write_artifact,
     write_json_atomic,
+    writing,
 )
 
 KIND = "embedding_store"
@@ -100,8 +104,9 @@ class Store:
             StoreMismatchError: It was built for another catalogue state, model or options.
         """
         root = Path(root)
+        real = root.resolve()  # read one whole version, whatever a writer swaps in meanwhile
         try:
-            manifest = load_artifact(root, KIND, FORMAT_VERSION, expect=expect, verify=False)
+            manifest = load_artifact(real, KIND, FORMAT_VERSION, expect=expect, verify=False)
         except ArtifactMismatchError as err:
             raise StoreMismatchError(f"store {root.name} does not fit the model: {err}") from err
         if catalog is not None and manifest.get("catalog_fingerprint") != catalog.fingerprint:
@@ -109,8 +114,11 @@ class Store:
                 f"store {root.name} was built for another version of catalogue {catalog.name} "
                 f"({manifest.get('count')} items, now {len(catalog.ok)}); rebuild it"
             )
-        embeddings = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-        ids = np.load(root / "ids.npy", allow_pickle=False)
+        try:
+            embeddings = np.load(real / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+            ids = np.load(real / "ids.npy", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"store {root.name} is unreadable: {err}") from err
         if embeddings.shape != (manifest["count"], manifest["dim"]) or len(ids) != manifest["count"]:
             raise ArtifactError(f"store {root} is damaged: shapes do not match its manifest")
         return cls(root, manifest, embeddings, ids)
@@ -201,7 +209,7 @@ def build_store(
     keys = row_keys(catalog)
     reuse = previous_rows(catalog, approach, model)
     todo = [i for i, key in enumerate(keys) if key not in reuse]
-    spec = {**model, "catalog_fingerprint": catalog.fingerprint, "chunk_rows": chunk_rows}
+    spec = {**model, "chunk_format": 2}  # chunks are named by their rows, so any catalogue state may reuse them
     partial = final.with_name(f".{approach}.partial")
     if partial.exists():
         try:
@@ -216,26 +224,27 @@ def build_store(
     n_chunks = (len(todo) + chunk_rows - 1) // chunk_rows
     done = len(keys) - len(todo)
     progress(done, len(keys), f"{done} unchanged rows reused")
+    embeddings = np.empty((len(keys), extractor.dim), np.float32)
     for c in range(n_chunks):
-        rows = [paths[i] for i in todo[c * chunk_rows:(c + 1) * chunk_rows]]
-        chunk_file = partial / f"chunk_{c:05d}.npy"
-        if chunk_file.exists():
-            done += len(rows)
+        members = todo[c * chunk_rows:(c + 1) * chunk_rows]
+        chunk_file = partial / f"chunk_{sha256_text(*keys[members].tolist())[:24]}.npy"
+        vectors = _load_chunk(chunk_file, (len(members), extractor.dim))
+        if vectors is not None:
+            embeddings[members] = vectors
+            done += len(members)
             progress(done, len(keys), f"chunk {c + 1}/{n_chunks} already embedded")
             continue
         parts = []
-        for batch in iter_batches(rows, extractor.image_size, batch_size):
+        for batch in iter_batches([paths[i] for i in members], extractor.image_size, batch_size):
             parts.append(np.asarray(extractor.embed(batch), dtype=np.float32))
             done += len(batch)
             progress(done, len(keys), f"chunk {c + 1}/{n_chunks}")
-        tmp = partial / f".chunk_{c:05d}.tmp.npy"
-        np.save(tmp, np.concatenate(parts), allow_pickle=False)
-        os.replace(tmp, chunk_file)
+        embeddings[members] = vectors = np.concatenate(parts)
+        tmp = partial / f".{chunk_file.stem}.tmp.npy"
+        with writing(chunk_file):
+            np.save(tmp, vectors, allow_pickle=False)
+            os.replace(tmp, chunk_file)
 
-    embeddings = np.empty((len(keys), extractor.dim), np.float32)
-    if todo:
-        embeddings[todo] = np.concatenate(
-            [np.load(partial / f"chunk_{c:05d}.npy", allow_pickle=False) for c in range(n_chunks)])
     for i, key in enumerate(keys):
         if key in reuse:
             embeddings[i] = reuse[key]
@@ -243,6 +252,15 @@ def build_store(
                         extra={"reused_rows": len(keys) - len(todo)})
     shutil.rmtree(partial, ignore_errors=True)
     return store
+
+
+def _load_chunk(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A resumable chunk's vectors, or ``None`` when it is absent or not of ``shape`` (damaged)."""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return vectors if vectors.shape == shape and vectors.dtype == np.float32 else None
 
 
 def write_store(catalog: Catalog, approach: str, extractor: Extractor, embeddings: np.ndarray,
