@@ -41,7 +41,8 @@ import pandas as pd
 
 from imgsim import approaches as approaches_mod
 from imgsim.build import BuildOptions, build, refresh
-from imgsim.ingest.catalog import Catalog, add_items, remove_items
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.changes import add_items, remove_items
 from imgsim.storage.artifacts import read_manifest
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra_eval"

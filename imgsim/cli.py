@@ -161,7 +161,7 @@ def _refresh_stores(catalog) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from imgsim.ingest.catalog import add_items
+    from imgsim.ingest.changes import add_items
     from imgsim.progress import tqdm_progress
 
     sources = args.sources
@@ -180,7 +180,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from imgsim.ingest.catalog import remove_items
+    from imgsim.ingest.changes import remove_items
 
     catalog, removed = remove_items(resolve_catalog(args.catalog), args.ids)
     print(f"{removed} removed")

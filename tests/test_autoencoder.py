@@ -222,7 +222,7 @@ def add_yellows(root, tmp_path, n):
     from PIL import Image
 
     from imgsim.build import refresh
-    from imgsim.ingest.catalog import add_items
+    from imgsim.ingest.changes import add_items
 
     folder = tmp_path / "new" / "yellows"
     folder.mkdir(parents=True)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import make_shop
 
-from imgsim.ingest import catalog, sources
+from imgsim.ingest import catalog, changes, sources
 from imgsim.ingest.catalog import Catalog, CatalogError, ingest
 
 
@@ -271,7 +271,7 @@ def test_add_refuses_a_csv_that_repeats_an_id_naming_it(shop_dir, tmp_path):
     rows = [f'p7,Dress {i},"[""X >> Y""]",red_{i}.png,Acme' for i in range(3)] + ['p8,Shirt,[],red_3.png,Acme']
     (folder / "more.csv").write_text(FLIPKART_HEADER + "\n".join(rows) + "\n")
     with pytest.raises(sources.SourceError, match=r"ids must be unique.*p7 \(3 times") as refused:
-        catalog.add_items(cat.root, str(folder / "more.csv"))
+        changes.add_items(cat.root, str(folder / "more.csv"))
     assert "p8" not in str(refused.value)
     assert _committed(cat.root) == cat.manifest["items_file"]  # nothing was committed
     assert len(list((cat.root / "thumbs").iterdir())) == len(cat.ok)  # nor anything read
@@ -284,8 +284,8 @@ def test_add_refuses_two_image_files_of_the_same_name(shop_dir, tmp_path):
         shutil.copy(shop_dir / "blues" / f"blue_{folder == 'b':d}.png", tmp_path / folder / "photo.png")
     files = [str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.png")]
     with pytest.raises(sources.SourceError, match="ids must be unique") as refused:
-        catalog.add_items(cat.root, files)
+        changes.add_items(cat.root, files)
     assert "a/photo.png" in str(refused.value) and "b/photo.png" in str(refused.value)
     assert _committed(cat.root) == cat.manifest["items_file"]
-    added, counts = catalog.add_items(cat.root, files[:1])  # one of them alone is added
+    added, counts = changes.add_items(cat.root, files[:1])  # one of them alone is added
     assert counts["added"] == 1 and added.items["id"].is_unique

@@ -11,7 +11,8 @@ import pytest
 
 from imgsim.arguments import EPOCHS_RANGE, IMAGE_SIZE_RANGE, K_RANGE, LATENT_DIM_RANGE, MAX_MB_RANGE
 from imgsim.cli import _download_config, main, make_parser
-from imgsim.ingest.catalog import Catalog, remove_items
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.changes import remove_items
 from imgsim.ingest.download import LIMITS, DownloadConfig
 
 # Non-finite, overflowing, fractional and absurd values for each numeric option. Each refusal

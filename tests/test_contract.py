@@ -239,7 +239,8 @@ def test_a_new_approach_is_one_module_and_one_registry_line(histogram, shop_dir,
     from imgsim import Engine
     from imgsim.build import BuildOptions, build, refresh
     from imgsim.cli import main
-    from imgsim.ingest.catalog import Catalog, add_items
+    from imgsim.ingest.catalog import Catalog
+    from imgsim.ingest.changes import add_items
 
     root = tmp_path / "shop"
     build(str(shop_dir), root, BuildOptions(approaches=("histogram",), settings={"histogram": HistogramSettings(4)}))

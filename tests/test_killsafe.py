@@ -18,7 +18,8 @@ from conftest import solid
 from PIL import Image
 
 from imgsim.errors import ImgsimError
-from imgsim.ingest.catalog import Catalog, add_items, remove_items
+from imgsim.ingest.catalog import Catalog
+from imgsim.ingest.changes import add_items, remove_items
 from imgsim.storage.stores import Store
 
 SWAP_OPS = ("rename", "replace")

@@ -77,7 +77,7 @@ def test_a_chunk_embedded_for_other_rows_is_never_used(catalog, tmp_path):
 
     from PIL import Image
 
-    from imgsim.ingest.catalog import add_items
+    from imgsim.ingest.changes import add_items
 
     build_store(catalog, "fake", FakeExtractor(), batch_size=1, chunk_rows=1)
     extra = []

@@ -47,6 +47,7 @@ from imgsim.ingest.images import (
     load_square,
     rasterize_svg,
 )
+from imgsim.ingest.plan import plan
 from imgsim.progress import Progress, silent
 from imgsim.storage.artifacts import (
     ArtifactError,
@@ -208,77 +209,6 @@ def default_catalog_path(name: str = "demo") -> Path:
     from imgsim.storage.artifacts import data_dir
 
     return data_dir() / "catalogs" / name
-
-
-def _zip_contents(folder: Path) -> tuple[str, Path]:
-    """What an unpacked zip holds: ``("zip_csv", the CSV)`` or ``("zip_folder", the folder)``.
-
-    A single top-level folder is looked into. A top-level ``.csv`` with the Flipkart columns
-    makes it a CSV source (its image paths relative to the CSV); anything else is a folder.
-    """
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
-        folder = entries[0]
-    for csv_path in sorted(folder.glob("*.csv")):
-        try:
-            header, _ = sources.read_csv_records(csv_path, "CSV")
-        except sources.SourceError:
-            continue
-        if all(c in header for c in sources.FLIPKART_REQUIRED):
-            return "zip_csv", csv_path
-    return "zip_folder", folder
-
-
-def plan(
-    source: str,
-    labels: str | os.PathLike | None = None,
-    label_column: str | None = None,
-    *,
-    unpack_dir: str | os.PathLike | None = None,
-) -> tuple[str, list[sources.ItemSpec]]:
-    """Turns a source string into its kind and item list.
-
-    ``demo`` is the demo catalogue; a folder is a folder of images; a ``.csv`` file is a
-    Flipkart-style CSV; a ``.zip`` file is unpacked (with the limits of
-    :mod:`imgsim.ingest.archive`) into ``unpack_dir/<sha256 of the zip>`` and read as the folder or
-    CSV it holds.
-
-    Args:
-        source: ``demo``, a folder, a ``.csv`` or a ``.zip``.
-        labels: For folders, an optional labels CSV joined on its ``path`` column.
-        label_column: The metadata column copied into ``label``.
-        unpack_dir: Where zips are unpacked (``ingest`` passes ``CATALOG/sources``);
-            default ``<data dir>/sources``.
-
-    Returns:
-        The kind (``demo``, ``folder``, ``flipkart_csv``, ``zip_folder`` or ``zip_csv``) and
-        the items.
-
-    Raises:
-        sources.SourceError: The source does not exist or cannot be read (an
-            :class:`imgsim.ingest.archive.ArchiveError` for a refused zip).
-    """
-    if source == "demo":
-        return "demo", sources.from_demo()
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return "folder", sources.from_folder(path, labels, label_column)
-    if path.suffix.lower() == ".csv" and path.exists():
-        return "flipkart_csv", sources.from_flipkart_csv(path, label_column)
-    if path.suffix.lower() == ".zip" and path.exists():
-        from imgsim.ingest.archive import unpack_zip
-        from imgsim.storage.artifacts import data_dir
-
-        unpacked = unpack_zip(path, Path(unpack_dir) if unpack_dir else data_dir() / "sources")
-        kind, inner = _zip_contents(unpacked)
-        if kind == "zip_csv":
-            return kind, sources.from_flipkart_csv(inner, label_column)
-        return kind, sources.from_folder(inner, labels, label_column)
-    if not path.exists():
-        raise sources.SourceError(
-            f"{source} does not exist (expected a folder, a .csv, a .zip or 'demo')"
-        )
-    raise sources.SourceError(f"{source} is neither a folder, a .csv or .zip file, nor 'demo'")
 
 
 def _download_path(root: Path, spec: sources.ItemSpec) -> Path:
@@ -519,13 +449,7 @@ def valid_catalog_name(name: str) -> str:
     return name
 
 
-# -- a catalogue that changes: add and remove items without rebuilding ----------------------------
-
-def _image_file_specs(paths: list[Path]) -> list[sources.ItemSpec]:
-    """Items for single image files (an id from the file's name, its stem as the name)."""
-    return [sources.ItemSpec(id=sources.path_id(p.name), source=str(p.resolve()),
-                             fields={"name": p.stem, "category": "", "label": ""}) for p in paths]
-
+# -- shared with imgsim.ingest.changes: one ingestion loop for builds and adds ----------------------
 
 def stamp_added(rows: list[dict[str, Any]], previous: dict[str, dict[str, Any]]) -> None:
     """Sets each row's ``added_at``: kept from its previous row, else now (in place).
@@ -608,78 +532,3 @@ def _counts(items: pd.DataFrame) -> dict[str, Any]:
     return {"n_items": int(len(items)), "n_ok": int(counts.get(OK, 0)),
             "status_counts": {k: int(v) for k, v in counts.items()},
             "fingerprint": content_fingerprint(ok["id"].tolist(), ok["sha256"].tolist())}
-
-
-def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> Catalog:
-    """Commits a changed items table with an updated manifest (one atomic step, then clean-up)."""
-    items = _items_table(items)
-    manifest = {k: v for k, v in catalog.manifest.items() if k != "items_file"}
-    history = list(manifest.get("changes", []))[-49:] + [{**change, "at": now_iso()}]
-    manifest.update({**_counts(items), "updated": now_iso(), "changes": history,
-                     "library_versions": library_versions()})
-    items_file = _commit(catalog.root, items, manifest)
-    _clean_up(catalog.root, items_file, items, None)
-    return Catalog(catalog.root, {**manifest, "items_file": items_file}, items)
-
-
-@locks_catalog("root")
-def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str | os.PathLike | None = None,
-              label_column: str | None = None, download_config: download.DownloadConfig | None = None,
-              progress: Progress = silent) -> tuple[Catalog, dict[str, int]]:
-    """Adds the items of ``source`` to the catalogue at ``root``, keeping all it holds.
-
-    ``source`` is a folder, a CSV, a zip, or a list of image files. An item whose id is already
-    in the catalogue is updated in place (same row); the others are appended, so existing rows
-    keep their order and their stores' rows can be reused.
-
-    Returns:
-        The catalogue and counts: ``added``, ``updated``, ``failed``.
-
-    Raises:
-        CatalogError: No catalogue at ``root``.
-        sources.SourceError: The source cannot be read, lists no items, or repeats an id (two
-            image files of the same name, a CSV with an id twice); nothing is changed then.
-    """
-    catalog = Catalog.load(root)
-    if isinstance(source, list):
-        paths = [Path(p).expanduser() for p in source]
-        for path in paths:
-            safety.check_regular_file(path)
-        kind, specs = "images", _image_file_specs(paths)
-    else:
-        kind, specs = plan(source, labels, label_column, unpack_dir=catalog.root / "sources")
-    refuse_repeated_ids(specs, source)
-    previous = {r["id"]: r for r in catalog.items.to_dict("records")}
-    rows, _ = _ingest_specs(catalog.root, specs, previous, allow_svg=kind in SVG_KINDS,
-                            download_config=download_config, progress=progress)
-    new = pd.DataFrame(rows).fillna("").astype(str).set_index("id", drop=False)
-    items = catalog.items.set_index("id", drop=False)
-    updated = items.index.intersection(new.index)
-    for column in new.columns.difference(items.columns):
-        items[column] = ""
-    items.loc[updated, new.columns] = new.loc[updated]
-    items = pd.concat([items, new.loc[new.index.difference(items.index, sort=False)]])
-    counts = {"added": int(len(new) - len(updated)), "updated": int(len(updated)),
-              "failed": int((new["status"] != OK).sum())}
-    return _recommit(catalog, items.reset_index(drop=True), {"added_from": str(source)[:500], **counts}), counts
-
-
-@locks_catalog("root")
-def remove_items(root: str | os.PathLike, ids: list[str]) -> tuple[Catalog, int]:
-    """Removes the items with these ids from the catalogue at ``root`` (one atomic commit).
-
-    Returns:
-        The catalogue and how many items were removed.
-
-    Raises:
-        CatalogError: No catalogue at ``root``.
-        ValueError: None of ``ids`` is in the catalogue (the message names a few of them).
-    """
-    catalog = Catalog.load(root)
-    wanted = set(map(str, ids))
-    gone = catalog.items["id"].isin(wanted)
-    if not gone.any():
-        sample = ", ".join(sorted(wanted)[:3])
-        raise ValueError(f"no item of catalogue {catalog.name} has any of these ids: {sample}")
-    removed = int(gone.sum())
-    return _recommit(catalog, catalog.items[~gone].copy(), {"removed": removed}), removed
