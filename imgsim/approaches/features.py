@@ -142,13 +142,9 @@ class ExtractorOptions:
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-    import tensorflow as tf
+    from imgsim._quiet import tensorflow_imported
 
-    tf.get_logger().setLevel("ERROR")  # retracing notices for a short last batch are noise here
-    return keras
+    return tensorflow_imported()
 
 
 def build_lite_backbone(spec: LiteSpec = LITE_SPECS["efficientnet_lite0"]):
