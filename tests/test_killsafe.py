@@ -84,7 +84,7 @@ def every_approach(tmp_path_factory, shop_dir) -> Path:
     from imgsim.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("killsafe") / "shop"
-    build(str(shop_dir), out, BuildOptions(autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=1)))
+    build(str(shop_dir), out, BuildOptions(settings={"autoencoder": AutoencoderConfig(image_size=16, latent_dim=8, epochs=1)}))
     assert sorted(p.name for p in (out / "stores").iterdir() if not p.name.startswith(".")) == \
         ["autoencoder", "pretrained", "tuned"]
     return out
@@ -341,7 +341,7 @@ def test_an_autoencoder_checkpoint_on_a_full_disk_fails_in_one_line_and_keeps_th
     monkeypatch.setattr(np, "savez", no_space)
     with pytest.raises(ImgsimError) as info:
         retrain(Catalog.load(root), "autoencoder",
-                BuildOptions(autoencoder=AutoencoderConfig(image_size=16, latent_dim=8, epochs=1, seed=7)))
+                BuildOptions(settings={"autoencoder": AutoencoderConfig(image_size=16, latent_dim=8, epochs=1, seed=7)}))
     assert_one_line_no_space(info)
     monkeypatch.undo()
     assert read_manifest(root / "models" / "autoencoder") == model

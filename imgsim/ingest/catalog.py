@@ -473,17 +473,21 @@ def refuse_repeated_ids(specs: list[sources.ItemSpec], source: str | list[str]) 
             how often each comes and where from (rows of a CSV share a URL or a path; two image
             files of the same name share their id).
     """
-    what = "these image files" if isinstance(source, list) else str(source)
+    # Files are named by their folder and name only: the message may reach a browser, server paths stay out of it.
+    what = "these image files" if isinstance(source, list) else Path(str(source)).name or str(source)
     if not specs:
         raise sources.SourceError(f"{what} lists no items")
     where: dict[str, list[str]] = {}
     for spec in specs:
-        where.setdefault(spec.id, []).append(spec.source)
+        path = Path(spec.source)
+        shown = spec.source if "://" in spec.source else "/".join(part for part in (path.parent.name, path.name) if part)
+        where.setdefault(spec.id, []).append(shown)
     repeated = [(item_id, found) for item_id, found in where.items() if len(found) > 1]
     if repeated:
         examples = "; ".join(f"{item_id} ({len(found)} times: {', '.join(sorted(set(found))[:3])})"
                              for item_id, found in repeated[:3])
-        raise sources.SourceError(f"{what}: item ids must be unique, but some repeat: {examples}"
+        verb = "repeat" if isinstance(source, list) else "repeats"
+        raise sources.SourceError(f"{what} {verb} item ids (ids must be unique): {examples}"
                                   + (f"; and {len(repeated) - 3} more" if len(repeated) > 3 else ""))
 
 
