@@ -50,6 +50,14 @@ _EXPORTS = {
     "data_dir": "imgsim.storage.artifacts",
     "ArtifactError": "imgsim.storage.artifacts",
     "valid_catalog_name": "imgsim.ingest.catalog",
+    # analyses: why similar, near-duplicates
+    "explain": "imgsim.analysis.explain",
+    "ExplainConfig": "imgsim.analysis.explain",
+    "Explanation": "imgsim.analysis.explain",
+    "UnknownItemError": "imgsim.analysis.explain",
+    "find_duplicates": "imgsim.analysis.duplicates",
+    "DuplicateConfig": "imgsim.analysis.duplicates",
+    "DuplicateReport": "imgsim.analysis.duplicates",
     # input
     "decode_image": "imgsim.ingest.images",
     "ImageDecodeError": "imgsim.ingest.images",
