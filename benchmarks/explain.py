@@ -72,7 +72,7 @@ def main() -> int:
     results = {"input_size": args.size, "explain": summary(explained), "render": summary(rendered),
                "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
     if args.catalog:
-        from imgsim.cli import resolve_catalog
+        from imgsim.arguments import resolve_catalog
 
         engine = imgsim.Engine.open(resolve_catalog(args.catalog))
         query = work[0][0]

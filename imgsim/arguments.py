@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from imgsim.ingest.download import MAX_BYTES_LIMIT
@@ -97,3 +99,13 @@ def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
     if not (x0 < x1 and y0 < y1):
         raise ValueError(f"`--box` must have x0 < x1 and y0 < y1. Received: {_shown(text)}")
     return x0, y0, x1, y1
+
+
+def resolve_catalog(text: str) -> Path:
+    """A catalogue argument: a directory, or the name of one under ``<data dir>/catalogs``."""
+    from imgsim.ingest.catalog import default_catalog_path
+
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text or "/" in text:
+        return path
+    return default_catalog_path(text)
