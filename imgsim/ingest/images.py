@@ -75,8 +75,10 @@ MAX_PIXELS = 50_000_000
 MAX_DECODE_BYTES = 512 * 2**20
 #: Largest encoded file accepted, in bytes.
 MAX_BYTES = 64 * 1024 * 1024
-#: Shortest side accepted, in pixels: below 8 (one JPEG block) a picture shows no shape at all,
-#: and the region search needs a few pixels each way. "too small to search: 1x1 pixels".
+#: Smallest picture answered, in pixels: one whose longest side is under 8 (one JPEG block)
+#: shows no shape at all ("too small to search: 1x1 pixels"). A short side under it (a 39x7
+#: party horn among the demo's stamps) is padded with white to it, since the region search
+#: needs a few pixels each way.
 MIN_SIDE = 8
 #: Longest side over shortest side accepted. A phone panorama is about 8:1 at most; past 20:1
 #: the model's square holds a strip under 12 of its 224 rows (30000x3 becomes 448x1), which
@@ -310,9 +312,9 @@ def _check_shape(width: int, height: int, name: str) -> None:
     if long > MAX_ASPECT * short:
         raise ImageTooSmallError(f"{name}: too thin to search: {width}x{height} pixels (the long "
                                  f"side may be at most {MAX_ASPECT} times the short one)")
-    if short < MIN_SIDE:
-        raise ImageTooSmallError(f"{name}: too small to search: {width}x{height} pixels (each "
-                                 f"side needs at least {MIN_SIDE})")
+    if long < MIN_SIDE:
+        raise ImageTooSmallError(f"{name}: too small to search: {width}x{height} pixels (a side "
+                                 f"needs at least {MIN_SIDE})")
 
 
 def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | None,
@@ -340,11 +342,11 @@ def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | No
         im = _to_rgb(im)
     if max_side is not None and max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        floor = min(MIN_SIDE, max_side)
-        if min(im.size) < floor:  # a thin picture shrunk to a small max_side: pad, centred
-            canvas = Image.new("RGB", (max(im.width, floor), max(im.height, floor)), (255, 255, 255))
-            canvas.paste(im, ((canvas.width - im.width) // 2, (canvas.height - im.height) // 2))
-            im = canvas
+    floor = min(MIN_SIDE, max_side or MIN_SIDE)
+    if min(im.size) < floor:  # a thin picture (or one shrunk to a small max_side): pad, centred
+        canvas = Image.new("RGB", (max(im.width, floor), max(im.height, floor)), (255, 255, 255))
+        canvas.paste(im, ((canvas.width - im.width) // 2, (canvas.height - im.height) // 2))
+        im = canvas
     return im
 
 
