@@ -11,7 +11,7 @@ import streamlit as st
 import imgsim
 from app_support import edit_rights, state
 from app_support.engine import build_with_progress, engine_for
-from app_support.text import plain
+from app_support.uploads import public_message
 
 MAX_K = 100
 
@@ -46,7 +46,7 @@ def sidebar_catalogue() -> imgsim.Engine | None:
     try:
         return engine_for(catalogs[names.index(chosen)])
     except (imgsim.ImgsimError, OSError, ValueError) as err:
-        st.error(plain(f"Catalogue {chosen} cannot be opened: {err}"))
+        st.error(public_message(f"Catalogue {chosen} cannot be opened: {err}"))
         return None
 
 

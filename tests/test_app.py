@@ -534,3 +534,29 @@ def test_the_gallery_finds_items_by_name_and_status(app):
     app.selectbox(key="gallery-status").set_value("failed_to_decode").run()
     assert any(c.value == f"1 of {total} items" for c in app.caption)
     assert any("failed\\_to\\_decode" in c.value for c in app.caption)
+
+
+def test_the_key_holder_rebuilds_and_others_cannot(solo, app_data, monkeypatch):
+    import imgsim
+
+    app, key = solo
+    two = zip_of({"red.jpg": jpeg_bytes(solid((200, 30, 30), 64)), "blue.jpg": jpeg_bytes(solid((30, 30, 200), 64))})
+    build_from(app, "two.zip", two, "solo")
+    assert not app.exception and any("ready: 2 items" in s.value for s in app.success)
+    assert not app.code and imgsim.check_edit_key(app_data / "catalogs" / "solo", key)  # the key stays
+    other = fresh_app(app_data, monkeypatch)
+    build_from(other, "two.zip", two, "solo")
+    assert any("already exists" in e.value for e in other.error)
+    assert imgsim.Catalog.load(app_data / "catalogs" / "solo").manifest["n_ok"] == 2
+
+
+def test_messages_name_server_files_by_their_file_name_only(tmp_path, monkeypatch):
+    from app_support.uploads import public_message, safe_file_name, without_paths
+
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "data"))
+    upload = tmp_path / "data" / "uploads" / "0123abcd" / "my_shop.zip"
+    message = f"{upload} is not a zip; see '{tmp_path}/data/catalogs/x/sources/ab/a.png' (line 2)"
+    assert without_paths(message) == "my_shop.zip is not a zip; see 'a.png' (line 2)"
+    assert str(tmp_path) not in public_message(message).replace("\\", "")
+    assert safe_file_name("../../etc/My Shop!.ZIP", 0) == "My_Shop.zip"
+    assert safe_file_name("photo.jpg", 3) == "photo-3.jpg" and safe_file_name("...", 0) == "upload"
