@@ -50,16 +50,17 @@ _EXPORTS = {
     "data_dir": "imgsim.storage.artifacts",
     "ArtifactError": "imgsim.storage.artifacts",
     "valid_catalog_name": "imgsim.ingest.catalog",
-    "searchable_catalogs": "imgsim.ingest.catalog",
-    "ANONYMOUS_MAX_ITEMS": "imgsim.ingest.catalog",
-    "issue_edit_key": "imgsim.storage.edit_keys",
-    "check_edit_key": "imgsim.storage.edit_keys",
-    "has_edit_key": "imgsim.storage.edit_keys",
     # input
     "decode_image": "imgsim.ingest.images",
     "ImageDecodeError": "imgsim.ingest.images",
     "local_roots": "imgsim.ingest.safety",
     "check_local_path": "imgsim.ingest.safety",
+    # what an app user may list and change
+    "searchable_catalogs": "imgsim.ingest.catalog",
+    "ANONYMOUS_MAX_ITEMS": "imgsim.ingest.catalog",
+    "issue_edit_key": "imgsim.storage.edit_keys",
+    "check_edit_key": "imgsim.storage.edit_keys",
+    "has_edit_key": "imgsim.storage.edit_keys",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
