@@ -11,7 +11,7 @@ import streamlit as st
 import imgsim
 from app_support import ASSETS
 from app_support.sidebar import draw_sidebar
-from app_support.text import plain
+from app_support.uploads import public_message
 
 # A local file, served by the app itself: a `:material/...:` page icon makes every visitor's
 # browser fetch the favicon from fonts.gstatic.com.
@@ -28,4 +28,4 @@ try:
     draw_sidebar()
     navigation.run()
 except imgsim.ImgsimError as err:
-    st.error(plain(err))
+    st.error(public_message(err))  # plain text, and no server path

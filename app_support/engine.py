@@ -14,6 +14,7 @@ import streamlit as st
 
 import imgsim
 from app_support.text import plain
+from app_support.uploads import public_message
 
 
 @st.cache_resource(show_spinner="Loading the catalogue and its models (first time only)…", max_entries=4)
@@ -80,11 +81,11 @@ def progress_text(stage: str, done: int, total: int, message: str) -> str:
     return plain(f"{STAGE_LABELS.get(stage, stage)}: {done}/{total} {message}")
 
 
-def build_with_progress(source: str, out: Path, options: imgsim.BuildOptions | None = None) -> bool:
-    """Runs a build with a progress bar per stage; shows errors in plain words.
+def build_with_progress(source: str, out: Path, options: imgsim.BuildOptions | None = None) -> imgsim.Catalog | None:
+    """Runs a build with a progress bar per stage; shows errors in plain words, without server paths.
 
     Returns:
-        True when the catalogue was built; False when an error was shown instead.
+        The catalogue when it was built; None when an error was shown instead.
     """
     bar = st.progress(0.0, text="Starting…")
 
@@ -94,10 +95,10 @@ def build_with_progress(source: str, out: Path, options: imgsim.BuildOptions | N
         return report
 
     try:
-        imgsim.build_catalog(source, out, options or imgsim.BuildOptions(), progress=stage)
+        catalog = imgsim.build_catalog(source, out, options or imgsim.BuildOptions(), progress=stage)
     except (imgsim.ImgsimError, ValueError, OSError) as err:
         bar.empty()
-        st.error(plain(f"The build stopped: {err}"))
-        return False
+        st.error("The build stopped: " + public_message(err))
+        return None
     bar.progress(1.0, text="Done")
-    return True
+    return catalog

@@ -47,6 +47,7 @@ def query_widgets(engine: imgsim.Engine, page: str) -> None:
     """Upload, camera and example inputs; the latest one used becomes the query."""
     upload = widget_key("upload", page)
     st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
+                     max_upload_size=MAX_UPLOAD_BYTES // 2**20,
                      args=(upload, "Your photo"), help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
     cols = st.columns(2)
     cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=widget_key("example", page),

@@ -9,16 +9,20 @@ from __future__ import annotations
 import streamlit as st
 
 import imgsim
-from app_support import state
+from app_support import edit_rights, state
 from app_support.engine import build_with_progress, engine_for
-from app_support.text import plain
+from app_support.uploads import public_message
 
 MAX_K = 100
 
 
 def sidebar_catalogue() -> imgsim.Engine | None:
-    """The catalogue picker; builds the demo on the first run when its pictures are installed."""
-    catalogs = imgsim.list_catalogs()
+    """The catalogue picker; builds the demo on the first run when its pictures are installed.
+
+    Only catalogues with something to search are listed (a failed or emptied one is not).
+    """
+    edit_rights.read_link()
+    catalogs = imgsim.searchable_catalogs()
     if not catalogs:
         if not imgsim.demo_available():
             st.info("No catalogue yet, and the demo catalogue's pictures are not installed on this "
@@ -27,7 +31,9 @@ def sidebar_catalogue() -> imgsim.Engine | None:
         st.info("First run: building the demo catalogue (about 700 pictures; a few minutes, once).")
         if not build_with_progress("demo", imgsim.default_demo_path()):
             return None
-        catalogs = imgsim.list_catalogs()
+        catalogs = imgsim.searchable_catalogs()
+        if not catalogs:
+            return None
     names = [p.name for p in catalogs]
     pending = st.session_state.pop(state.PENDING_CATALOG, None)  # just built on the Catalogue page
     if pending in names and pending != st.session_state.get(state.CATALOG):
@@ -40,7 +46,7 @@ def sidebar_catalogue() -> imgsim.Engine | None:
     try:
         return engine_for(catalogs[names.index(chosen)])
     except (imgsim.ImgsimError, OSError, ValueError) as err:
-        st.error(plain(f"Catalogue {chosen} cannot be opened: {err}"))
+        st.error(public_message(f"Catalogue {chosen} cannot be opened: {err}"))
         return None
 
 

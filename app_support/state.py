@@ -19,7 +19,10 @@ QUERY = "query"                    #: the current :class:`Query`
 QUERY_ERROR = "query_error"        #: why the last upload could not be used
 CATALOG = "catalog"                #: the catalogue picked in the sidebar (its name)
 PENDING_CATALOG = "pending_catalog"  #: a catalogue just built on the Catalogue page, to pick next run
-OWNED_CATALOGS = "owned_catalogs"  #: names of the catalogues this session built (it may change those)
+EDIT_KEYS = "edit_keys"            #: catalogue name -> the edit key this session holds for it (checked on use)
+LINK_SEEN = "_link_seen"           #: the (catalogue, key) of the link this session already read
+NOTICES = "catalogue_notices"      #: (level, Markdown) messages for the Catalogue page's next run
+NEW_KEY = "new_edit_key"           #: (catalogue, key) just issued, shown once on the next run
 APPROACH = "approach"              #: the sidebar's approach
 K = "k"                            #: the sidebar's number of results
 REGIONS = "regions"                #: the sidebar's region-search toggle
@@ -115,6 +118,11 @@ def search_options() -> tuple[str | None, int, str | None]:
             None if category in (None, ALL_CATEGORIES) else category)
 
 
-def owned_catalogs() -> set[str]:
-    """The names of the catalogues this session built (the only ones it may change)."""
-    return st.session_state.setdefault(OWNED_CATALOGS, set())
+def edit_keys() -> dict[str, str]:
+    """The edit keys this session holds, by catalogue name (each checked again before use)."""
+    return st.session_state.setdefault(EDIT_KEYS, {})
+
+
+def notify(level: str, markdown: str) -> None:
+    """Keeps a message (``success``, ``info``, ``error``) for the Catalogue page's next run."""
+    st.session_state.setdefault(NOTICES, []).append((level, markdown))

@@ -63,6 +63,12 @@ _EXPORTS = {
     "ImageDecodeError": "imgsim.ingest.images",
     "local_roots": "imgsim.ingest.safety",
     "check_local_path": "imgsim.ingest.safety",
+    # what an app user may list and change
+    "searchable_catalogs": "imgsim.ingest.catalog",
+    "ANONYMOUS_MAX_ITEMS": "imgsim.ingest.catalog",
+    "issue_edit_key": "imgsim.storage.edit_keys",
+    "check_edit_key": "imgsim.storage.edit_keys",
+    "has_edit_key": "imgsim.storage.edit_keys",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

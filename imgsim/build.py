@@ -46,6 +46,7 @@ class BuildOptions:
             has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
         learn: False keeps every learned model as it is and never trains one (after adding or
             removing items); True (default) trains what is missing or was trained otherwise.
+        max_items: Refuse a source listing more items, before any is read (the app's uploads).
     """
 
     approaches: tuple[str, ...] | None = None
@@ -55,8 +56,12 @@ class BuildOptions:
     download: DownloadConfig = DownloadConfig()
     ann: str = "auto"
     learn: bool = True
+    max_items: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_items is not None and (isinstance(self.max_items, bool) or not isinstance(self.max_items, int)
+                                           or self.max_items < 1):
+            raise ValueError(f"`max_items` must be None or an int >= 1. Received: max_items={self.max_items!r}")
         if self.ann not in ANN_POLICIES:
             raise ValueError(f"`ann` must be one of {', '.join(ANN_POLICIES)}. Received: ann={self.ann!r}")
         if self.approaches is not None:
@@ -169,7 +174,7 @@ def build(
     """
     catalog = catalog_mod.ingest(
         source, out, labels=options.labels, label_column=options.label_column,
-        download_config=options.download, progress=progress("ingest"),
+        download_config=options.download, progress=progress("ingest"), max_items=options.max_items,
     )
     counts = catalog.items["status"].value_counts().to_dict()
     log("ingested: " + ", ".join(f"{n} {status}" for status, n in counts.items()))

@@ -177,10 +177,10 @@ def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, app_data, monkeyp
 
     monkeypatch.setattr(DeltaGenerator, "progress", recording)
     app.switch_page("app_pages/catalogue.py").run()
-    assert len(app.text_input) == 1  # no server paths unless the operator lists IMGSIM_LOCAL_ROOTS
+    assert not [t for t in app.text_input if "server" in t.label]  # only where IMGSIM_LOCAL_ROOTS lists folders
     app.file_uploader(key="import-file").set_value(("shop2.zip", buf.getvalue(), "application/zip"))
-    app.text_input[0].set_value("uploaded")
-    app.button[0].click().run(timeout=300)
+    name_input(app).set_value("uploaded")
+    build_button(app).click().run(timeout=300)
     assert not app.exception and not app.error, (app.exception[0].proto if app.exception else app.error[0].value)
     assert any("uploaded" in s.value and "ready" in s.value for s in app.success)
     assert (app_data / "catalogs" / "uploaded" / "stores" / "pretrained" / "manifest.json").exists()
@@ -190,20 +190,24 @@ def test_catalogue_page_imports_an_uploaded_zip(app, shop_dir, app_data, monkeyp
     app.run()
     assert app.sidebar.selectbox[0].value == "uploaded"
     app.file_uploader(key="add-files").set_value([("new.jpg", jpeg_bytes(solid((200, 200, 30), 64)), "image/jpeg")])
-    app.button[0].click().run(timeout=300)
+    next(b for b in app.button if b.label == "Add").click().run(timeout=300)
     assert not app.exception and any("1 added" in s.value for s in app.success)
     first = app.multiselect(key="remove-items").options[0]
     app.multiselect(key="remove-items").select(first)
-    app.button[1].click().run(timeout=300)
+    next(b for b in app.button if b.label == "Remove").click().run(timeout=300)
     assert not app.exception and any("1 removed" in s.value for s in app.success)
     # the session may rebuild its own catalogue, but never the operator's
     app.file_uploader(key="import-file").set_value(("shop2.zip", buf.getvalue(), "application/zip"))
-    app.text_input[0].set_value("shop")
+    name_input(app).set_value("shop")
     build_button(app).click().run()
     assert any("already exists" in e.value for e in app.error)
-    app.text_input[0].set_value("../../etc")
+    name_input(app).set_value("../../etc")
     build_button(app).click().run()
     assert any("Choose another name" in e.value for e in app.error)
+
+
+def name_input(app):
+    return next(t for t in app.text_input if t.label == "Catalogue name")
 
 
 def build_button(app):
@@ -212,8 +216,8 @@ def build_button(app):
 
 def test_catalogue_page_refuses_a_broken_zip(app):
     app.switch_page("app_pages/catalogue.py").run()
-    app.file_uploader[0].set_value(("bad.zip", b"not a zip at all", "application/zip"))
-    app.button[0].click().run()
+    app.file_uploader(key="import-file").set_value(("bad.zip", b"not a zip at all", "application/zip"))
+    build_button(app).click().run()
     assert not app.exception
     assert any("zip" in e.value for e in app.error)
 
@@ -289,10 +293,10 @@ def test_build_errors_quoting_the_upload_are_plain(app, tracker):
     csv = f"uniq_id,product_name,image\n![d]({tracker[0]}/d.png),a,a.jpg\n![d]({tracker[0]}/d.png),b,b.jpg\n"
     app.switch_page("app_pages/catalogue.py").run()
     app.file_uploader(key="import-file").set_value(("dupes.csv", csv.encode(), "text/csv"))
-    app.text_input[0].set_value("dupes")
+    name_input(app).set_value("dupes")
     build_button(app).click().run()
     errors = [e.value for e in app.error]
-    assert any("repeats item ids" in e and "\\!\\[d\\]" in e for e in errors), errors
+    assert any("must be unique" in e and "\\!\\[d\\]" in e for e in errors), errors
     assert_plain(app)
 
 
@@ -346,3 +350,213 @@ def test_shorten_cuts_at_a_word_and_says_so():
     assert shorten("abcdefghijklmnopqrstuvwxyz", 10) == "abcdefghi…"
     with pytest.raises(ValueError, match="Received: limit=1"):
         shorten("x", 1)
+
+
+# -- the Catalogue page: failed builds, uploads, edit keys (issues 19 items 2, 3, 10; 24 causes 12, 13)
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def build_from(app, file_name: str, data: bytes, name: str):
+    app.switch_page("app_pages/catalogue.py").run()
+    app.file_uploader(key="import-file").set_value((file_name, data, "application/octet-stream"))
+    name_input(app).set_value(name)
+    return build_button(app).click().run(timeout=120)
+
+
+def assert_no_server_path(at, app_data) -> None:
+    shown = " ".join(shown_text(at)).replace("\\", "")
+    assert str(app_data) not in shown and "uploads/" not in shown and "/catalogs/" not in shown, shown
+
+
+def uploads_left(app_data) -> list:
+    folder = app_data / "uploads"
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+def test_a_failed_build_publishes_nothing_and_its_name_is_reusable(app, app_data):
+    """A zip with no decodable image was once listed to everyone and made 'Try an example' raise."""
+    build_from(app, "nothing.zip", zip_of({"a.jpg": b"not an image", "b.png": b"nor this"}), "broken")
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and "could be ingested" in errors[0] and "nothing\\.zip" in errors[0], errors
+    assert_no_server_path(app, app_data)
+    assert not (app_data / "catalogs" / "broken").exists() and uploads_left(app_data) == []
+    assert app.sidebar.selectbox[0].options == ["shop"]
+    build_from(app, "one.zip", zip_of({"red.jpg": jpeg_bytes(solid((200, 30, 30), 64))}), "broken")
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.sidebar.selectbox[0].value == "broken"
+
+
+def test_an_emptied_catalogue_is_never_listed(app, app_data):
+    import imgsim
+
+    copy = app_data / "catalogs" / "emptied"
+    shutil.copytree(app_data / "catalogs" / "shop", copy)
+    catalog = imgsim.Catalog.load(copy)
+    imgsim.remove_items(copy, catalog.items["id"].tolist())
+    app.run()
+    assert not app.exception and app.sidebar.selectbox[0].options == ["shop"]
+
+
+def test_too_many_rows_are_refused_in_one_line_without_downloads(app, app_data, http_server):
+    import imgsim
+
+    base, counts = http_server
+    before = dict(counts)
+    n = imgsim.ANONYMOUS_MAX_ITEMS + 1
+    csv = "uniq_id,product_name,image\n" + "".join(f"p{i},item {i},{base}/good/{i}.jpg\n" for i in range(n))
+    build_from(app, "big.csv", csv.encode(), "big")
+    assert not app.exception
+    errors = [e.value.replace("\\", "") for e in app.error]
+    assert errors == [f"The build stopped: the source lists {n:,} items; at most "
+                      f"{imgsim.ANONYMOUS_MAX_ITEMS:,} are accepted from one upload"], errors
+    assert counts == before and uploads_left(app_data) == []
+    assert not (app_data / "catalogs" / "big").exists()
+
+
+@pytest.fixture
+def solo(app, app_data):
+    """A one-photo catalogue built through the page; yields the app, its edit key and the page's texts."""
+    build_from(app, "solo.zip", zip_of({"red.jpg": jpeg_bytes(solid((200, 30, 30), 64))}), "solo")
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    return app, app.code[0].value
+
+
+def header(at) -> str:
+    return next(m.value for m in at.markdown if "items imported" in m.value)
+
+
+def test_a_new_catalogue_is_listed_at_once_and_says_what_it_took(solo, app_data):
+    app, key = solo
+    assert app.sidebar.selectbox[0].value == "solo" and "solo" in app.sidebar.selectbox[0].options
+    assert any(re.search(r"ready: 1 items in \d+ s", s.value) for s in app.success), [s.value for s in app.success]
+    assert "1 of 1 items imported · from a zip of images" in header(app) and "you may change it" in header(app)
+    assert len(key) >= 32 and any(f"key={key}" in m.value for m in app.markdown)
+    assert uploads_left(app_data) == []
+    assert_no_server_path(app, app_data)
+    app.run()  # shown once
+    assert not app.code and "solo" in app.sidebar.selectbox[0].options
+
+
+def test_counts_are_right_after_add_and_after_remove(solo, app_data):
+    app, _ = solo
+    app.file_uploader(key="add-files").set_value([("new.jpg", jpeg_bytes(solid((30, 200, 30), 64)), "image/jpeg")])
+    next(b for b in app.button if b.label == "Add").click().run(timeout=120)
+    assert not app.exception and any("1 added" in s.value for s in app.success)
+    assert "2 of 2 items" in header(app)
+    assert len(app.multiselect(key="remove-items").options) == 2
+    assert "2 of 2 items" in next(c.value for c in app.caption if "items" in c.value and " of " in c.value)
+    app.multiselect(key="remove-items").select("red_jpg" if "red_jpg" in app.multiselect(key="remove-items").options
+                                               else app.multiselect(key="remove-items").options[0])
+    next(b for b in app.button if b.label == "Remove").click().run(timeout=120)
+    assert not app.exception and any("1 removed" in s.value for s in app.success)
+    assert "1 of 1 items" in header(app) and len(app.multiselect(key="remove-items").options) == 1
+    assert uploads_left(app_data) == []
+
+
+def test_a_one_photo_catalogue_works_on_every_page(solo):
+    """It has the pretrained approach only (the autoencoder needs 4 images): no page raises."""
+    app, _ = solo
+    app.switch_page("app_pages/search.py").run()
+    app.button(key="example-search").click().run()  # the only item: nothing else to show, and no raise
+    assert not app.exception and app.session_state["query"].kind == "item"
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((200, 30, 30), 64)), "image/jpeg")).run()
+    assert not app.exception and len(result_images(app)) == 1
+    for page in PAGES:
+        app.switch_page(page).run()
+        assert not app.exception, (page, app.exception)
+
+
+def fresh_app(app_data, monkeypatch, **params):
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(app_data))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params)
+    at.run()
+    return at.switch_page("app_pages/catalogue.py").run()
+
+
+def editable(at) -> bool:
+    return any(u.proto.label.startswith("Photos") for u in at.file_uploader)
+
+
+def test_the_edit_key_survives_a_reload_and_opens_its_catalogue_only(solo, app_data, monkeypatch):
+    import imgsim
+
+    app, key = solo
+    reloaded = fresh_app(app_data, monkeypatch, catalog="solo", key=key)  # the link, in another browser
+    assert not reloaded.exception and reloaded.sidebar.selectbox[0].value == "solo" and editable(reloaded)
+    # another session without the key: read-only, until the key is typed in
+    other = fresh_app(app_data, monkeypatch)
+    other.sidebar.selectbox[0].set_value("solo").run()
+    assert not editable(other) and "read-only" in header(other)
+    other.text_input(key="edit-key").set_value("not-the-key")
+    next(b for b in other.button if b.label == "Unlock").click().run()
+    assert any("does not open" in e.value for e in other.error) and not editable(other)
+    # a key of another catalogue
+    shutil.copytree(app_data / "catalogs" / "solo", app_data / "catalogs" / "solo2")
+    key2 = imgsim.issue_edit_key(app_data / "catalogs" / "solo2")
+    other.text_input(key="edit-key").set_value(key2)
+    next(b for b in other.button if b.label == "Unlock").click().run()
+    assert not editable(other)
+    crossed = fresh_app(app_data, monkeypatch, catalog="solo", key=key2)
+    assert any("does not open" in e.value for e in crossed.error) and not editable(crossed)
+    other.text_input(key="edit-key").set_value(key)
+    next(b for b in other.button if b.label == "Unlock").click().run()
+    assert not other.exception and editable(other) and other.query_params["key"] == [key]
+
+
+def test_operator_catalogues_stay_read_only_for_everyone(app, app_data, monkeypatch):
+    app.switch_page("app_pages/catalogue.py").run()
+    assert "read-only (the operator's)" in header(app) and not editable(app)
+    assert not [t for t in app.text_input if t.key == "edit-key"]  # no key can open it
+    forged = fresh_app(app_data, monkeypatch, catalog="shop", key="x" * 32)
+    assert not editable(forged) and any("does not open" in e.value for e in forged.error)
+    build_from(app, "one.zip", zip_of({"red.jpg": jpeg_bytes(solid((200, 30, 30), 64))}), "shop")
+    assert any("already exists" in e.value for e in app.error)
+
+
+def test_the_gallery_finds_items_by_name_and_status(app):
+    app.switch_page("app_pages/catalogue.py").run()
+    gallery_caption = next(c for c in app.caption if re.fullmatch(r"\d+ of \d+ items", c.value))
+    total = int(gallery_caption.value.split()[-2])
+    app.text_input(key="gallery-text").set_value("green").run()
+    assert not app.exception and any(c.value == f"3 of {total} items" for c in app.caption)
+    app.text_input(key="gallery-text").set_value("").run()
+    app.selectbox(key="gallery-status").set_value("failed_to_decode").run()
+    assert any(c.value == f"1 of {total} items" for c in app.caption)
+    assert any("failed\\_to\\_decode" in c.value for c in app.caption)
+
+
+def test_the_key_holder_rebuilds_and_others_cannot(solo, app_data, monkeypatch):
+    import imgsim
+
+    app, key = solo
+    two = zip_of({"red.jpg": jpeg_bytes(solid((200, 30, 30), 64)), "blue.jpg": jpeg_bytes(solid((30, 30, 200), 64))})
+    build_from(app, "two.zip", two, "solo")
+    assert not app.exception and any("ready: 2 items" in s.value for s in app.success)
+    assert not app.code and imgsim.check_edit_key(app_data / "catalogs" / "solo", key)  # the key stays
+    other = fresh_app(app_data, monkeypatch)
+    build_from(other, "two.zip", two, "solo")
+    assert any("already exists" in e.value for e in other.error)
+    assert imgsim.Catalog.load(app_data / "catalogs" / "solo").manifest["n_ok"] == 2
+
+
+def test_messages_name_server_files_by_their_file_name_only(tmp_path, monkeypatch):
+    from app_support.uploads import public_message, safe_file_name, without_paths
+
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "data"))
+    upload = tmp_path / "data" / "uploads" / "0123abcd" / "my_shop.zip"
+    message = f"{upload} is not a zip; see '{tmp_path}/data/catalogs/x/sources/ab/a.png' (line 2)"
+    assert without_paths(message) == "my_shop.zip is not a zip; see 'a.png' (line 2)"
+    assert str(tmp_path) not in public_message(message).replace("\\", "")
+    assert safe_file_name("../../etc/My Shop!.ZIP", 0) == "My_Shop.zip"
+    assert safe_file_name("photo.jpg", 3) == "photo-3.jpg" and safe_file_name("...", 0) == "upload"

@@ -371,6 +371,7 @@ def ingest(
     download_config: download.DownloadConfig | None = None,
     progress: Progress = silent,
     refresh_downloads: bool = False,
+    max_items: int | None = None,
 ) -> Catalog:
     """Builds or refreshes the catalogue at ``out`` from ``source``.
 
@@ -388,6 +389,8 @@ def ingest(
         download_config: Workers, timeouts, retries and size caps for URL sources.
         progress: Called as items finish.
         refresh_downloads: Download URL items again instead of using the cached bodies.
+        max_items: Refuse a source listing more items (None: no bound; see
+            :data:`ANONYMOUS_MAX_ITEMS`).
 
     Returns:
         The refreshed :class:`Catalog`.
@@ -399,6 +402,7 @@ def ingest(
     root = Path(out).expanduser()
     previous, old_manifest = _previous_rows(root)
     kind, specs = plan(source, labels, label_column, unpack_dir=root / "sources")
+    refuse_too_many(specs, max_items)
     refuse_repeated_ids(specs, source)
     root.mkdir(parents=True, exist_ok=True)
     rows, up_to_date = _ingest_specs(root, specs, previous, allow_svg=kind in SVG_KINDS,
@@ -433,6 +437,21 @@ def list_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
     return sorted(p for p in base.iterdir() if (p / MANIFEST).is_file())
 
 
+def searchable_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
+    """The catalogues of :func:`list_catalogs` with at least one ok item (others have nothing to search).
+
+    Only manifests are read, not items tables; an unreadable manifest leaves its catalogue out.
+    """
+    found = []
+    for path in list_catalogs(base):
+        try:
+            if int(read_manifest(path, KIND).get("n_ok", 0)) > 0:
+                found.append(path)
+        except (ArtifactError, OSError, TypeError, ValueError):
+            continue
+    return found
+
+
 CATALOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -459,6 +478,21 @@ def stamp_added(rows: list[dict[str, Any]], previous: dict[str, dict[str, Any]])
     now = now_iso()
     for row in rows:
         row["added_at"] = str((previous.get(row["id"]) or {}).get("added_at") or now)
+
+
+#: Items one upload from an anonymous browser user may list (the app passes it as ``max_items``).
+ANONYMOUS_MAX_ITEMS = 5000
+
+
+def refuse_too_many(specs: list[sources.ItemSpec], max_items: int | None) -> None:
+    """Refuses a source listing more than ``max_items`` items, before anything is read or downloaded.
+
+    Raises:
+        sources.SourceError: Too many items (the message says how many, and the bound).
+    """
+    if max_items is not None and len(specs) > max_items:
+        raise sources.SourceError(f"the source lists {len(specs):,} items; at most {max_items:,} are accepted "
+                                  "from one upload")
 
 
 def refuse_repeated_ids(specs: list[sources.ItemSpec], source: str | list[str]) -> None:

@@ -23,6 +23,7 @@ from imgsim.ingest.catalog import (
     _ingest_specs,
     _items_table,
     refuse_repeated_ids,
+    refuse_too_many,
 )
 from imgsim.ingest.plan import plan
 from imgsim.progress import Progress, silent
@@ -51,12 +52,14 @@ def _recommit(catalog: Catalog, items: pd.DataFrame, change: dict[str, Any]) -> 
 @locks_catalog("root")
 def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str | os.PathLike | None = None,
               label_column: str | None = None, download_config: download.DownloadConfig | None = None,
-              progress: Progress = silent) -> tuple[Catalog, dict[str, int]]:
+              progress: Progress = silent, max_items: int | None = None) -> tuple[Catalog, dict[str, int]]:
     """Adds the items of ``source`` to the catalogue at ``root``, keeping all it holds.
 
     ``source`` is a folder, a CSV, a zip, or a list of image files. An item whose id is already
     in the catalogue is updated in place (same row); the others are appended, so existing rows
-    keep their order and their stores' rows can be reused.
+    keep their order and their stores' rows can be reused. ``max_items`` refuses a source
+    listing more items, before any is read (the app passes
+    :data:`imgsim.ingest.catalog.ANONYMOUS_MAX_ITEMS`).
 
     Returns:
         The catalogue and counts: ``added``, ``updated``, ``failed``.
@@ -64,7 +67,8 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
     Raises:
         CatalogError: No catalogue at ``root``.
         sources.SourceError: The source cannot be read, lists no items, or repeats an id (two
-            image files of the same name, a CSV with an id twice); nothing is changed then.
+            image files of the same name, a CSV with an id twice) or lists more than
+            ``max_items``; nothing is changed then.
     """
     catalog = Catalog.load(root)
     if isinstance(source, list):
@@ -74,6 +78,7 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
         kind, specs = "images", _image_file_specs(paths)
     else:
         kind, specs = plan(source, labels, label_column, unpack_dir=catalog.root / "sources")
+    refuse_too_many(specs, max_items)
     refuse_repeated_ids(specs, source)
     previous = {r["id"]: r for r in catalog.items.to_dict("records")}
     rows, _ = _ingest_specs(catalog.root, specs, previous, allow_svg=kind in SVG_KINDS,

@@ -79,8 +79,12 @@ def cache_dir() -> Path:
 
 
 def now_iso() -> str:
-    """The current UTC time as an ISO-8601 string, for manifests."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    """The current UTC time as an ISO-8601 string, for manifests.
+
+    Microseconds, not seconds: an item added in the same second a model was trained must still
+    compare as added after it (``added_at > created``).
+    """
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def library_versions() -> dict[str, str]:

@@ -73,6 +73,11 @@ class AutoencoderApproach(Approach):
         if model is None and not learn:
             raise NotApplicableError("no trained autoencoder to embed with; train one first")
         if model is None:
+            from imgsim.approaches.autoencoder.training import MIN_IMAGES
+
+            if len(catalog.ok) < MIN_IMAGES:  # a shop starting with a photo or two still gets searched
+                raise NotApplicableError(f"training needs at least {MIN_IMAGES} images and the catalogue has "
+                                         f"{len(catalog.ok)}; add more and rebuild")
             model = self.train(catalog, settings, log=log, progress=progress)
         else:
             log("autoencoder: model up to date")

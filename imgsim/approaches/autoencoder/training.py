@@ -45,6 +45,8 @@ from imgsim.storage.artifacts import (
 )
 
 DEFAULT_CONFIG = AutoencoderConfig()
+#: Fewest images an autoencoder is trained on: one or more is held out for validation, the rest fit.
+MIN_IMAGES = 4
 WORK_FORMAT = 1  # the layout of the resumable work directory below
 CHECKPOINT = "checkpoint"
 
@@ -240,7 +242,7 @@ def train(
     happened (``resumed_from_epoch``, ``checkpoint_discarded``).
 
     Args:
-        images: ``(N, S, S, 3)`` uint8 with ``S == config.image_size``, N >= 4.
+        images: ``(N, S, S, 3)`` uint8 with ``S == config.image_size``, N >= :data:`MIN_IMAGES`.
         out: The model directory to write.
         config: Architecture and training settings.
         catalog_fingerprint: Recorded in the manifest (which catalogue state it was trained on).
@@ -259,8 +261,8 @@ def train(
     if images.ndim != 4 or images.shape[1:] != (config.image_size, config.image_size, 3):
         raise ValueError(f"`images` must have shape (N, {config.image_size}, {config.image_size}, 3). "
                          f"Received: images.shape={images.shape}")
-    if len(images) < 4:
-        raise ValueError(f"`images` must hold at least 4 images. Received: {len(images)}")
+    if len(images) < MIN_IMAGES:
+        raise ValueError(f"`images` must hold at least {MIN_IMAGES} images. Received: {len(images)}")
     out = Path(out)
     work = out.with_name(f".{out.name}.work")
     _prepare_work(work, {"work_format": WORK_FORMAT, "config": config.as_dict(),
