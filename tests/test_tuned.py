@@ -103,7 +103,6 @@ def test_tuned_builds_refuses_and_falls_back_to_categories(built_catalog, tmp_pa
 
 def test_added_items_are_projected_not_refitted_until_retrain(built_catalog, tmp_path):
     import shutil
-    import time
 
     from test_autoencoder import add_yellows
 
@@ -116,7 +115,6 @@ def test_added_items_are_projected_not_refitted_until_retrain(built_catalog, tmp
     root = tmp_path / "shop"
     shutil.copytree(built_catalog, root)
     build_approaches(Catalog.load(root), BuildOptions(approaches=("tuned",), settings={"tuned": TunedSettings("category")}))
-    time.sleep(1.1)  # times are kept to the second: the additions must come after the fit's second
     catalog = add_yellows(root, tmp_path, 4)
     tuned = approaches.get("tuned")
     assert tuned.settings_from_manifest(catalog) == TunedSettings("category")  # refresh kept the column
