@@ -124,6 +124,18 @@ class Store:
         return cls(root, manifest, embeddings, ids)
 
 
+def store_keys(root: str | os.PathLike) -> tuple[str | None, np.ndarray]:
+    """The catalogue fingerprint a store was built for and its row keys (``(None, [])`` without one).
+
+    What a vector service holding this store must be told when the store changes.
+    """
+    real = Path(root).resolve()  # one version, whatever a writer swaps in meanwhile
+    try:
+        return read_manifest(real, KIND).get("catalog_fingerprint"), np.load(real / "keys.npy", allow_pickle=False)
+    except (ArtifactError, OSError, ValueError):
+        return None, np.zeros(0, dtype=str)
+
+
 def is_current(catalog: Catalog, approach: str, expect: dict[str, Any]) -> bool:
     """Whether the catalogue's store for ``approach`` is loadable and matches ``expect``."""
     try:
