@@ -100,11 +100,47 @@ def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
     assert stale.search_backend("pretrained") == "exact"
     want = oracle.search(embeddings[0], 5, exclude=[0]).rows[0].tolist()
     assert stale.search_item(0, k=5).items["row"].tolist() == want
-    # a removal refreshes the stores; policy auto drops the graph of a store this small: exact search
+    # a removal refreshes the stores and keeps the graph: this one matched nothing of the store
+    # (reversed rows), so following it would leave half its nodes tombstones: it is compacted
     assert main(["remove", str(shop), engine.items["id"].iloc[0]]) == 0
-    assert not (shop / "stores" / "pretrained.ann").exists()
-    assert Engine.open(shop).search_backend("pretrained") == "exact"
-    ensure_ann(Catalog.load(shop), "pretrained", "always")  # rebuilt for the store as it is now
+    assert "compacting" in capsys.readouterr().out
     assert Engine.open(shop).search_backend("pretrained") == "approximate (HNSW)"
     ensure_ann(Catalog.load(shop), "pretrained", "never")
     assert not (shop / "stores" / "pretrained.ann").exists()
+
+
+def ann_manifest(root):
+    return json.loads((root / "stores" / "pretrained.ann" / "manifest.json").read_text())
+
+
+def test_add_and_remove_update_the_graph_in_place(shop, tmp_path, capsys):
+    from imgsim.build import BuildOptions, build_approaches
+    from imgsim.index.exact import Index
+
+    build_approaches(Catalog.load(shop), BuildOptions(approaches=("pretrained",), ann="always"))
+    built = ann_manifest(shop)
+    new = tmp_path / "new"
+    (new / "yellows").mkdir(parents=True)
+    Image.fromarray(solid((230, 210, 20), 40)).save(new / "yellows" / "yellow_0.png")
+    assert main(["add", str(shop), str(new)]) == 0
+    assert "updated in place (1 rows added, 0 removed)" in capsys.readouterr().out
+    added = ann_manifest(shop)
+    # the same graph, one node appended: not rebuilt
+    assert added["build_id"] == built["build_id"] and added["nodes"] == built["nodes"] + 1
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (HNSW)"
+    top = engine.search(new / "yellows" / "yellow_0.png", "pretrained", k=1)
+    assert top.items["id"].tolist() == [engine.items["id"].iloc[-1]]
+    gone = engine.items["id"].iloc[1]
+    assert main(["remove", str(shop), gone]) == 0
+    removed = ann_manifest(shop)
+    assert removed["build_id"] == built["build_id"] and removed["nodes"] == added["nodes"]
+    assert removed["count"] == added["count"] - 1  # one tombstone
+    after = Engine.open(shop)
+    assert after.search_backend("pretrained") == "approximate (HNSW)"
+    embeddings = np.asarray(after.store("pretrained").embeddings)
+    oracle = Index(embeddings)
+    for row in range(len(embeddings)):
+        got = after.search_item(row, k=len(embeddings) - 1).items
+        assert gone not in set(got["id"])
+        assert got["row"].tolist()[:3] == oracle.search(embeddings[row], 3, exclude=[row]).rows[0].tolist()
