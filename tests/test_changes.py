@@ -144,3 +144,81 @@ def test_add_and_remove_update_the_graph_in_place(shop, tmp_path, capsys):
         got = after.search_item(row, k=len(embeddings) - 1).items
         assert gone not in set(got["id"])
         assert got["row"].tolist()[:3] == oracle.search(embeddings[row], 3, exclude=[row]).rows[0].tolist()
+
+
+def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop, tmp_path, monkeypatch):
+    from imgsim.approaches import features
+    from imgsim.build import BuildOptions, build_approaches, refresh
+    from imgsim.ingest.changes import add_items
+
+    assert build_approaches(Catalog.load(shop), BuildOptions(approaches=("tuned",))) == ["pretrained", "tuned"]
+    loads = []
+    real = features.load_extractor
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "load_extractor", counted)
+    assert refresh(Catalog.load(shop)) == ["pretrained", "autoencoder", "tuned"]
+    assert loads == []  # nothing changed: no model loaded
+    photo = tmp_path / "yellow.png"
+    Image.fromarray(solid((230, 210, 20), 40)).save(photo)
+    add_items(shop, [str(photo)])
+    refresh(Catalog.load(shop))
+    assert len(loads) == 1  # embedded for pretrained, projected for tuned: one load
+    n = len(Catalog.load(shop).ok)
+    assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n
+    assert features.load_extractor is counted  # the one-load scope is left as it was
+
+
+def test_searches_answer_throughout_add_and_remove(shop, tmp_path):
+    """A query loop beside add and remove: no error, and no removed item once remove returned."""
+    import threading
+
+    from imgsim.build import BuildOptions, build_approaches
+    from imgsim.engine import current_version
+
+    build_approaches(Catalog.load(shop), BuildOptions(approaches=("pretrained",), ann="always"))
+    first = Engine.open(shop)
+    keep, gone = first.items["id"].iloc[0], first.items["id"].iloc[1:4].tolist()
+    errors, answered, after = [], [], []
+    removed, stop = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        engine, version = first, current_version(shop)
+        while not stop.is_set():
+            late = removed.is_set()  # a query started after remove returned
+            try:
+                now = current_version(shop)
+                if now != version:  # a newer state: used once its stores are complete, as the app does
+                    fresh = Engine.open(shop)
+                    if "pretrained" in fresh.approaches():
+                        engine, version = fresh, now
+                row = int(np.flatnonzero(engine.items["id"] == keep)[0])
+                ids = engine.search_item(row, "pretrained", k=len(engine.items) - 1).ids
+                (after if late else answered).append(ids)
+            except Exception as err:  # noqa: BLE001 - any error fails the test below
+                errors.append(err)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        new = tmp_path / "new"
+        (new / "yellows").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(solid((230, 210, 20 + 60 * i), 40)).save(new / "yellows" / f"yellow_{i}.png")
+        assert main(["add", str(shop), str(new)]) == 0
+        assert main(["remove", str(shop), *gone]) == 0
+        removed.set()
+        for _ in range(200):
+            if len(after) >= 5 or errors:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert answered and len(after) >= 5
+    assert not any(set(gone) & set(ids) for ids in after)
+    assert Engine.open(shop).search_backend("pretrained") == "approximate (HNSW)"
