@@ -247,8 +247,9 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
 
     Each approach keeps the model it was built with: it reads its settings back from its own
     manifests (the pretrained extractor and options, the autoencoder as trained, the column the
-    projection was fitted on). A store already built for the catalogue as it is loads no model;
-    the others are rebuilt embedding only new and changed items, each model loaded once; nothing
+    projection was fitted on). A store already built for the catalogue as it is, or one that only
+    lost rows (a removal), loads no model; the others are rebuilt embedding only new and changed
+    items, each model loaded once; nothing
     is retrained (see :func:`retrain`). Approximate indexes are updated in place (see
     :func:`ensure_ann`), and a vector service gets only the changed rows (upserted) and the
     removed ones (deleted) when it holds the stores as they were.
@@ -257,7 +258,7 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
         The approaches brought up to date.
     """
     from imgsim.index.factory import LOCAL, publish, read_backend
-    from imgsim.storage.stores import Store, store_keys
+    from imgsim.storage.stores import Store, restrict_store, store_keys
 
     catalog = Catalog.load(catalog.root)  # as committed now: another writer may have changed it
     built = built_approaches(catalog)
@@ -267,6 +268,10 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     served = [a for a in backend.get("approaches", []) if a in built] if backend["kind"] != LOCAL else []
     before = {a: store_keys(approaches_mod.get(a).store_dir(catalog)) for a in served}
     stale = tuple(a for a in built if not _store_current(catalog, a))
+    for name in stale:  # only rows dropped (a removal): rewritten from the store itself, no model
+        if restrict_store(catalog, name) is not None:
+            log(f"{name}: kept {len(catalog.ok)} rows, embedded none")
+    stale = tuple(a for a in stale if not _store_current(catalog, a))
     done = []
     for name in built:
         if name not in stale:

@@ -64,11 +64,13 @@ def test_remove_drops_rows_without_embedding(shop, capsys):
 def test_an_interrupted_update_is_finished_by_refresh(shop, tmp_path, monkeypatch, capsys):
     """A kill after the catalogue commit but before the stores: the catalogue loads, refresh ends it."""
     import imgsim.build
+    import imgsim.storage.stores
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(imgsim.build, "build_approaches", killed)
+    monkeypatch.setattr(imgsim.storage.stores, "restrict_store", killed)  # what a removal's refresh writes with
     gone = Engine.open(shop).items["id"].iloc[:1].tolist()
     assert main(["remove", str(shop), *gone]) == 130
     monkeypatch.undo()
@@ -149,7 +151,7 @@ def test_add_and_remove_update_the_graph_in_place(shop, tmp_path, capsys):
 def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop, tmp_path, monkeypatch):
     from imgsim.approaches import features
     from imgsim.build import BuildOptions, build_approaches, refresh
-    from imgsim.ingest.changes import add_items
+    from imgsim.ingest.changes import add_items, remove_items
 
     assert build_approaches(Catalog.load(shop), BuildOptions(approaches=("tuned",))) == ["pretrained", "tuned"]
     loads = []
@@ -170,6 +172,12 @@ def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop
     n = len(Catalog.load(shop).ok)
     assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n
     assert features.load_extractor is counted  # the one-load scope is left as it was
+    before = np.asarray(Engine.open(shop).store("tuned").embeddings)
+    remove_items(shop, [Catalog.load(shop).ok["id"].iloc[0]])
+    refresh(Catalog.load(shop))
+    assert len(loads) == 1  # a removal embeds nothing and loads nothing
+    assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n - 1
+    np.testing.assert_array_equal(np.asarray(Engine.open(shop).store("tuned").embeddings), before[1:])
 
 
 def test_searches_answer_throughout_add_and_remove(shop, tmp_path):

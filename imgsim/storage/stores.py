@@ -266,6 +266,42 @@ def build_store(
     return store
 
 
+class _Recorded:
+    """The identity of the model a store records, standing in for the model when no row needs it."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.name, self.fingerprint = manifest["model"], manifest["fingerprint"]
+        self.options, self.dim, self.image_size = manifest["options"], manifest["dim"], manifest["image_size"]
+
+
+def restrict_store(catalog: Catalog, approach: str) -> Store | None:
+    """Rewrites ``approach``'s store for the catalogue when none of its rows needs the model.
+
+    After a removal (or any change that only drops or reorders items) every row's vector is
+    already in the store: it is kept, with the model identity and the approach's own manifest
+    fields as they were, and no model is loaded.
+
+    Returns:
+        The new store, or None when some row needs embedding (the approach's build does that).
+    """
+    root = store_path(catalog, approach)
+    try:
+        old = Store.load(root)
+        keys = np.load(old.root.resolve() / "keys.npy", allow_pickle=False).tolist()
+        recorded = _Recorded(old.manifest)
+    except (ArtifactError, OSError, ValueError, KeyError):
+        return None
+    where = {key: row for row, key in enumerate(keys)}
+    wanted = row_keys(catalog).tolist()
+    if not wanted or any(key not in where for key in wanted):
+        return None
+    own = set(MODEL_FIELDS) | {"kind", "format_version", "metric", "count", "catalog_fingerprint", "source"}
+    extra = {k: v for k, v in old.manifest.items() if k not in own}
+    embeddings = np.asarray(old.embeddings)[[where[key] for key in wanted]]
+    return write_store(catalog, approach, recorded, embeddings, metric=old.manifest.get("metric", "cosine"),
+                       extra={**extra, "reused_rows": len(wanted)})
+
+
 def _load_chunk(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """A resumable chunk's vectors, or ``None`` when it is absent or not of ``shape`` (damaged)."""
     try:
