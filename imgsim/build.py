@@ -139,7 +139,7 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
     import time
 
     started = time.perf_counter()
-    index = _ann_in_place(path, store, log)
+    index, changed = _ann_in_place(path, store, log)
     if index is None:
         from imgsim.index.hnsw import AnnConfig, AnnIndex
 
@@ -148,40 +148,38 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
         config = AnnConfig(exact_below=20_000)
         index = AnnIndex.build(store.embeddings, store.manifest.get("metric", "cosine"), config)
         log(f"{approach}: approximate (HNSW) index over {index.size} rows built")
-    elif index is True:
+    elif not changed:
         log(f"{approach}: approximate index up to date")
         return
     index.save(path)
     log(f"{approach}: approximate index saved in {time.perf_counter() - started:.1f} s")
 
 
-def _ann_in_place(path: Path, store: Any, log: Callable[[str], None]) -> Any:
-    """``True`` when the index at ``path`` is current, the index updated in place, or None to rebuild."""
-    from imgsim.index.hnsw import AnnIndex
-    from imgsim.index.hnsw_files import AnnMismatchError
+def _ann_in_place(path: Path, store: Any, log: Callable[[str], None]) -> tuple[Any, bool]:
+    """The index at ``path`` made to mirror ``store`` in place, and whether that changed it.
+
+    ``(None, True)`` when it must be rebuilt: unreadable, another metric or dim, or past
+    :data:`COMPACT_SHARE` tombstones once updated.
+    """
+    from imgsim.index.hnsw import AnnIndex, embeddings_fingerprint
     from imgsim.storage.artifacts import ArtifactError
 
     try:
-        AnnIndex.load(path, store.embeddings)
-        return True
-    except AnnMismatchError:
-        pass  # built for an earlier state of the store: follow it below
+        index = AnnIndex.load(path, None)  # checked against the store here, loaded once
     except ArtifactError:
-        return None
-    try:
-        index = AnnIndex.load(path, None)
-    except ArtifactError:
-        return None
+        return None, True
     if str(index.metric) != store.manifest.get("metric", "cosine") or index.dim != store.embeddings.shape[1]:
-        return None
+        return None, True
+    if index.fingerprint == embeddings_fingerprint(store.embeddings):
+        return index, False
     removed, added = index.follow(store.embeddings)
     nodes = index.size + index.tombstones
     if index.tombstones > COMPACT_SHARE * nodes:
         log(f"{path.stem}: {index.tombstones} of {nodes} graph nodes removed (over {COMPACT_SHARE:.0%}): "
             "compacting")
-        return None
+        return None, True
     log(f"{path.stem}: approximate index updated in place ({added} rows added, {removed} removed)")
-    return index
+    return index, True
 
 
 @locks_catalog("out")
@@ -249,16 +247,15 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     manifests (the pretrained extractor and options, the autoencoder as trained, the column the
     projection was fitted on). A store already built for the catalogue as it is, or one that only
     lost rows (a removal), loads no model; the others are rebuilt embedding only new and changed
-    items, each model loaded once; nothing
-    is retrained (see :func:`retrain`). Approximate indexes are updated in place (see
-    :func:`ensure_ann`), and a vector service gets only the changed rows (upserted) and the
-    removed ones (deleted) when it holds the stores as they were.
+    items, each model loaded once; nothing is retrained (see :func:`retrain`). Approximate
+    indexes are updated in place (see :func:`ensure_ann`), and a vector service gets only the
+    changed rows (upserted) and the removed ones (deleted) when it holds the stores as they were.
 
     Returns:
         The approaches brought up to date.
     """
     from imgsim.index.factory import LOCAL, publish, read_backend
-    from imgsim.storage.stores import Store, restrict_store, store_keys
+    from imgsim.storage.stores import Store, is_current, restrict_store, store_keys
 
     catalog = Catalog.load(catalog.root)  # as committed now: another writer may have changed it
     built = built_approaches(catalog)
@@ -267,11 +264,11 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
     backend = read_backend(catalog)
     served = [a for a in backend.get("approaches", []) if a in built] if backend["kind"] != LOCAL else []
     before = {a: store_keys(approaches_mod.get(a).store_dir(catalog)) for a in served}
-    stale = tuple(a for a in built if not _store_current(catalog, a))
+    stale = tuple(a for a in built if not is_current(catalog, a, None))
     for name in stale:  # only rows dropped (a removal): rewritten from the store itself, no model
         if restrict_store(catalog, name) is not None:
             log(f"{name}: kept {len(catalog.ok)} rows, embedded none")
-    stale = tuple(a for a in stale if not _store_current(catalog, a))
+    stale = tuple(a for a in stale if not is_current(catalog, a, None))
     done = []
     for name in built:
         if name not in stale:
@@ -288,18 +285,6 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
         stores = {a: Store.load(approaches_mod.get(a).store_dir(catalog), catalog) for a in served}
         publish(catalog, backend["uri"], stores, log, before=before)
     return [a for a in built if a in done]
-
-
-def _store_current(catalog: Catalog, approach: str) -> bool:
-    """Whether ``approach``'s store was built for the catalogue's items as they are (no model needed)."""
-    from imgsim.storage.artifacts import ArtifactError
-    from imgsim.storage.stores import Store
-
-    try:
-        Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
-    except ArtifactError:
-        return False
-    return True
 
 
 @contextlib.contextmanager

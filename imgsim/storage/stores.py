@@ -136,8 +136,8 @@ def store_keys(root: str | os.PathLike) -> tuple[str | None, np.ndarray]:
         return None, np.zeros(0, dtype=str)
 
 
-def is_current(catalog: Catalog, approach: str, expect: dict[str, Any]) -> bool:
-    """Whether the catalogue's store for ``approach`` is loadable and matches ``expect``."""
+def is_current(catalog: Catalog, approach: str, expect: dict[str, Any] | None) -> bool:
+    """Whether the catalogue's store for ``approach`` is loadable and matches ``expect`` (None: any model)."""
     try:
         Store.load(store_path(catalog, approach), catalog, expect)
     except ArtifactError:
