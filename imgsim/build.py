@@ -7,10 +7,11 @@ which ones run and in what order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from imgsim.progress import Progress, silent
 from imgsim.storage.lock import locks_catalog
 
 ProgressFactory = Callable[[str], Progress]
-ANN_POLICIES = ("auto", "always", "never")
+ANN_POLICIES = ("auto", "always", "never", "keep")
+# An in-place update keeps a graph until removed rows (tombstones) pass this share of its nodes;
+# then the graph is rebuilt (compacted). Searches skip tombstones, so this only bounds waste.
+COMPACT_SHARE = 0.2
 __all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "export", "load_squares", "refresh", "retrain"]
 
 
@@ -43,7 +47,8 @@ class BuildOptions:
         label_column: Column copied into ``label`` (and fitted on by ``tuned`` by default).
         download: Download settings for CSV sources.
         ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
-            has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it.
+            has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it;
+            ``keep`` (what refresh uses) updates an index that exists and otherwise acts as ``auto``.
         learn: False keeps every learned model as it is and never trains one (after adding or
             removing items); True (default) trains what is missing or was trained otherwise.
         max_items: Refuse a source listing more items, before any is read (the app's uploads).
@@ -117,38 +122,69 @@ def ann_path(catalog: Catalog, approach: str) -> Path:
 
 def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
                log: Callable[[str], None] = lambda message: None) -> None:
-    """Builds (or drops) the approximate index of ``approach``'s store as ``policy`` says.
+    """Builds, updates or drops the approximate index of ``approach``'s store as ``policy`` says.
 
-    An index that still matches the store's embeddings is kept; one built for other embeddings
-    (the catalogue changed) is rebuilt.
+    An index that still matches the store's embeddings is kept. One built for an earlier state
+    of the store (items added or removed since) is updated in place, keeping its ``build_id``:
+    new rows inserted, removed rows tombstoned; it is rebuilt (compacted) only once tombstones
+    pass :data:`COMPACT_SHARE` of its nodes, or when it cannot be read.
     """
-    import numpy as np
-
-    from imgsim.index.hnsw import AnnConfig, AnnIndex, should_use_ann
-    from imgsim.storage.artifacts import ArtifactError, remove_artifact
+    from imgsim.index.hnsw import should_use_ann
+    from imgsim.storage.artifacts import remove_artifact
     from imgsim.storage.stores import Store
 
     path = ann_path(catalog, approach)
     store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
+    if policy == "keep":
+        policy = "always" if path.is_dir() else "auto"
     wanted = policy == "always" or (policy == "auto" and should_use_ann(len(store.embeddings)))
     if not wanted:
         remove_artifact(path)
         return
-    try:
-        AnnIndex.load(path, store.embeddings)
-        log(f"{approach}: approximate index up to date")
-        return
-    except ArtifactError:
-        pass
     import time
 
     started = time.perf_counter()
-    # A filter keeping up to 20k rows is answered exactly over them: through the graph a 17.7%
-    # filter recalled only 0.77-0.82 (benchmarks/search.py --ann), and 20k exact rows cost ~5 ms.
-    config = AnnConfig(exact_below=20_000)
-    index = AnnIndex.build(np.asarray(store.embeddings), store.manifest.get("metric", "cosine"), config)
+    index, changed = _ann_in_place(path, store, log)
+    if index is None:
+        from imgsim.index.hnsw import AnnConfig, AnnIndex
+
+        # A filter keeping up to 20k rows is answered exactly over them: through the graph a 17.7%
+        # filter recalled only 0.77-0.82 (benchmarks/search.py --ann), and 20k exact rows cost ~5 ms.
+        config = AnnConfig(exact_below=20_000)
+        index = AnnIndex.build(store.embeddings, store.manifest.get("metric", "cosine"), config)
+        log(f"{approach}: approximate (HNSW) index over {index.size} rows built")
+    elif not changed:
+        log(f"{approach}: approximate index up to date")
+        return
     index.save(path)
-    log(f"{approach}: approximate (HNSW) index over {index.size} rows in {time.perf_counter() - started:.1f} s")
+    log(f"{approach}: approximate index saved in {time.perf_counter() - started:.1f} s")
+
+
+def _ann_in_place(path: Path, store: Any, log: Callable[[str], None]) -> tuple[Any, bool]:
+    """The index at ``path`` made to mirror ``store`` in place, and whether that changed it.
+
+    ``(None, True)`` when it must be rebuilt: unreadable, another metric or dim, or past
+    :data:`COMPACT_SHARE` tombstones once updated.
+    """
+    from imgsim.index.hnsw import AnnIndex, embeddings_fingerprint
+    from imgsim.storage.artifacts import ArtifactError
+
+    try:
+        index = AnnIndex.load(path, None)  # checked against the store here, loaded once
+    except ArtifactError:
+        return None, True
+    if str(index.metric) != store.manifest.get("metric", "cosine") or index.dim != store.embeddings.shape[1]:
+        return None, True
+    if index.fingerprint == embeddings_fingerprint(store.embeddings):
+        return index, False
+    removed, added = index.follow(store.embeddings)
+    nodes = index.size + index.tombstones
+    if index.tombstones > COMPACT_SHARE * nodes:
+        log(f"{path.stem}: {index.tombstones} of {nodes} graph nodes removed (over {COMPACT_SHARE:.0%}): "
+            "compacting")
+        return None, True
+    log(f"{path.stem}: approximate index updated in place ({added} rows added, {removed} removed)")
+    return index, True
 
 
 @locks_catalog("out")
@@ -214,26 +250,71 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
 
     Each approach keeps the model it was built with: it reads its settings back from its own
     manifests (the pretrained extractor and options, the autoencoder as trained, the column the
-    projection was fitted on). Only new and changed items are embedded; nothing is retrained
-    (see :func:`retrain`).
+    projection was fitted on). A store already built for the catalogue as it is, or one that only
+    lost rows (a removal), loads no model; the others are rebuilt embedding only new and changed
+    items, each model loaded once; nothing is retrained (see :func:`retrain`). Approximate
+    indexes are updated in place (see :func:`ensure_ann`), and a vector service gets only the
+    changed rows (upserted) and the removed ones (deleted) when it holds the stores as they were.
 
     Returns:
         The approaches brought up to date.
     """
+    from imgsim.index.factory import LOCAL, publish, read_backend
+    from imgsim.storage.stores import Store, is_current, restrict_store, store_keys
+
     catalog = Catalog.load(catalog.root)  # as committed now: another writer may have changed it
     built = built_approaches(catalog)
     if not built:
         return []
-    settings = {name: approaches_mod.get(name).settings_from_manifest(catalog) for name in built}
-    options = BuildOptions(approaches=built, settings={k: v for k, v in settings.items() if v is not None},
-                           learn=False)
-    done = build_approaches(catalog, options, progress=progress, log=log)
-    from imgsim.index.factory import LOCAL, read_backend
-
     backend = read_backend(catalog)
-    if backend["kind"] != LOCAL:  # keep the service in step (new collections, swapped in atomically)
-        export(catalog, backend["uri"], log=log)
-    return done
+    served = [a for a in backend.get("approaches", []) if a in built] if backend["kind"] != LOCAL else []
+    before = {a: store_keys(approaches_mod.get(a).store_dir(catalog)) for a in served}
+    stale = tuple(a for a in built if not is_current(catalog, a, None))
+    for name in stale:  # only rows dropped (a removal): rewritten from the store itself, no model
+        if restrict_store(catalog, name) is not None:
+            log(f"{name}: kept {len(catalog.ok)} rows, embedded none")
+    stale = tuple(a for a in stale if not is_current(catalog, a, None))
+    done = []
+    for name in built:
+        if name not in stale:
+            log(f"{name}: store up to date")
+            ensure_ann(catalog, name, "keep", log)
+            done.append(name)
+    if stale:
+        settings = {name: approaches_mod.get(name).settings_from_manifest(catalog) for name in stale}
+        options = BuildOptions(approaches=stale, settings={k: v for k, v in settings.items() if v is not None},
+                               learn=False, ann="keep")
+        with _models_loaded_once():
+            done += [a for a in build_approaches(catalog, options, progress=progress, log=log) if a not in done]
+    if served:
+        stores = {a: Store.load(approaches_mod.get(a).store_dir(catalog), catalog) for a in served}
+        publish(catalog, backend["uri"], stores, log, before=before)
+    return [a for a in built if a in done]
+
+
+@contextlib.contextmanager
+def _models_loaded_once() -> Iterator[None]:
+    """Within the block, each pretrained extractor is loaded at most once (tuned projects its vectors too).
+
+    The approaches load their extractor by name through :func:`imgsim.approaches.features.load_extractor`;
+    a refresh that embeds for ``pretrained`` and projects for ``tuned`` would load it twice.
+    """
+    from imgsim.approaches import features
+
+    original = features.load_extractor
+    loaded: dict[tuple[Any, ...], Any] = {}
+
+    def load_once(name: str = features.DEFAULT_EXTRACTOR, options: Any = None, **kwargs: Any) -> Any:
+        key = (name, options, tuple(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = original(name, options, **kwargs)
+        return loaded[key]
+
+    features.load_extractor = load_once
+    try:
+        yield
+    finally:
+        features.load_extractor = original
 
 
 @locks_catalog("catalog")

@@ -64,11 +64,13 @@ def test_remove_drops_rows_without_embedding(shop, capsys):
 def test_an_interrupted_update_is_finished_by_refresh(shop, tmp_path, monkeypatch, capsys):
     """A kill after the catalogue commit but before the stores: the catalogue loads, refresh ends it."""
     import imgsim.build
+    import imgsim.storage.stores
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(imgsim.build, "build_approaches", killed)
+    monkeypatch.setattr(imgsim.storage.stores, "restrict_store", killed)  # what a removal's refresh writes with
     gone = Engine.open(shop).items["id"].iloc[:1].tolist()
     assert main(["remove", str(shop), *gone]) == 130
     monkeypatch.undo()
@@ -100,11 +102,131 @@ def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
     assert stale.search_backend("pretrained") == "exact"
     want = oracle.search(embeddings[0], 5, exclude=[0]).rows[0].tolist()
     assert stale.search_item(0, k=5).items["row"].tolist() == want
-    # a removal refreshes the stores; policy auto drops the graph of a store this small: exact search
+    # a removal refreshes the stores and keeps the graph: this one matched nothing of the store
+    # (reversed rows), so following it would leave half its nodes tombstones: it is compacted
     assert main(["remove", str(shop), engine.items["id"].iloc[0]]) == 0
-    assert not (shop / "stores" / "pretrained.ann").exists()
-    assert Engine.open(shop).search_backend("pretrained") == "exact"
-    ensure_ann(Catalog.load(shop), "pretrained", "always")  # rebuilt for the store as it is now
+    assert "compacting" in capsys.readouterr().out
     assert Engine.open(shop).search_backend("pretrained") == "approximate (HNSW)"
     ensure_ann(Catalog.load(shop), "pretrained", "never")
     assert not (shop / "stores" / "pretrained.ann").exists()
+
+
+def ann_manifest(root):
+    return json.loads((root / "stores" / "pretrained.ann" / "manifest.json").read_text())
+
+
+def test_add_and_remove_update_the_graph_in_place(shop, tmp_path, capsys):
+    from imgsim.build import BuildOptions, build_approaches
+    from imgsim.index.exact import Index
+
+    build_approaches(Catalog.load(shop), BuildOptions(approaches=("pretrained",), ann="always"))
+    built = ann_manifest(shop)
+    new = tmp_path / "new"
+    (new / "yellows").mkdir(parents=True)
+    Image.fromarray(solid((230, 210, 20), 40)).save(new / "yellows" / "yellow_0.png")
+    assert main(["add", str(shop), str(new)]) == 0
+    assert "updated in place (1 rows added, 0 removed)" in capsys.readouterr().out
+    added = ann_manifest(shop)
+    # the same graph, one node appended: not rebuilt
+    assert added["build_id"] == built["build_id"] and added["nodes"] == built["nodes"] + 1
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (HNSW)"
+    top = engine.search(new / "yellows" / "yellow_0.png", "pretrained", k=1)
+    assert top.items["id"].tolist() == [engine.items["id"].iloc[-1]]
+    gone = engine.items["id"].iloc[1]
+    assert main(["remove", str(shop), gone]) == 0
+    removed = ann_manifest(shop)
+    assert removed["build_id"] == built["build_id"] and removed["nodes"] == added["nodes"]
+    assert removed["count"] == added["count"] - 1  # one tombstone
+    after = Engine.open(shop)
+    assert after.search_backend("pretrained") == "approximate (HNSW)"
+    embeddings = np.asarray(after.store("pretrained").embeddings)
+    oracle = Index(embeddings)
+    for row in range(len(embeddings)):
+        got = after.search_item(row, k=len(embeddings) - 1).items
+        assert gone not in set(got["id"])
+        assert got["row"].tolist()[:3] == oracle.search(embeddings[row], 3, exclude=[row]).rows[0].tolist()
+
+
+def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop, tmp_path, monkeypatch):
+    from imgsim.approaches import features
+    from imgsim.build import BuildOptions, build_approaches, refresh
+    from imgsim.ingest.changes import add_items, remove_items
+
+    assert build_approaches(Catalog.load(shop), BuildOptions(approaches=("tuned",))) == ["pretrained", "tuned"]
+    loads = []
+    real = features.load_extractor
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "load_extractor", counted)
+    assert refresh(Catalog.load(shop)) == ["pretrained", "autoencoder", "tuned"]
+    assert loads == []  # nothing changed: no model loaded
+    photo = tmp_path / "yellow.png"
+    Image.fromarray(solid((230, 210, 20), 40)).save(photo)
+    add_items(shop, [str(photo)])
+    refresh(Catalog.load(shop))
+    assert len(loads) == 1  # embedded for pretrained, projected for tuned: one load
+    n = len(Catalog.load(shop).ok)
+    assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n
+    assert features.load_extractor is counted  # the one-load scope is left as it was
+    before = np.asarray(Engine.open(shop).store("tuned").embeddings)
+    remove_items(shop, [Catalog.load(shop).ok["id"].iloc[0]])
+    refresh(Catalog.load(shop))
+    assert len(loads) == 1  # a removal embeds nothing and loads nothing
+    assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n - 1
+    np.testing.assert_array_equal(np.asarray(Engine.open(shop).store("tuned").embeddings), before[1:])
+
+
+def test_searches_answer_throughout_add_and_remove(shop, tmp_path):
+    """A query loop beside add and remove: no error, and no removed item once remove returned."""
+    import threading
+
+    from imgsim.build import BuildOptions, build_approaches
+    from imgsim.engine import current_version
+
+    build_approaches(Catalog.load(shop), BuildOptions(approaches=("pretrained",), ann="always"))
+    first = Engine.open(shop)
+    keep, gone = first.items["id"].iloc[0], first.items["id"].iloc[1:4].tolist()
+    errors, answered, after = [], [], []
+    removed, stop = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        engine, version = first, current_version(shop)
+        while not stop.is_set():
+            late = removed.is_set()  # a query started after remove returned
+            try:
+                now = current_version(shop)
+                if now != version:  # a newer state: used once its stores are complete, as the app does
+                    fresh = Engine.open(shop)
+                    if "pretrained" in fresh.approaches():
+                        engine, version = fresh, now
+                row = int(np.flatnonzero(engine.items["id"] == keep)[0])
+                ids = engine.search_item(row, "pretrained", k=len(engine.items) - 1).ids
+                (after if late else answered).append(ids)
+            except Exception as err:  # noqa: BLE001 - any error fails the test below
+                errors.append(err)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        new = tmp_path / "new"
+        (new / "yellows").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(solid((230, 210, 20 + 60 * i), 40)).save(new / "yellows" / f"yellow_{i}.png")
+        assert main(["add", str(shop), str(new)]) == 0
+        assert main(["remove", str(shop), *gone]) == 0
+        removed.set()
+        for _ in range(200):
+            if len(after) >= 5 or errors:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert answered and len(after) >= 5
+    assert not any(set(gone) & set(ids) for ids in after)
+    assert Engine.open(shop).search_backend("pretrained") == "approximate (HNSW)"

@@ -19,6 +19,7 @@ from imgsim.index.milvus import (
     KIND,
     MilvusBackend,
     MilvusBackendError,
+    catalog_collection,
     collection_name,
     filter_expression,
     hits_rows,
@@ -231,9 +232,10 @@ def test_export_store_from_a_catalogue(tmp_path, shop_dir):
     store = write_store(catalog, "pretrained", Fake(), rng.normal(size=(len(catalog.ok), 6)).astype(np.float32))
     with MilvusBackend(str(tmp_path / "vectors.db")) as backend:
         assert backend.export_store(catalog, store, "pretrained") == len(catalog.ok)
-        name = collection_name(catalog.name, "pretrained")
+        name = catalog_collection(catalog, "pretrained")
         record = backend.manifest(name)
         assert record["catalog_fingerprint"] == catalog.fingerprint and record["dim"] == 6
+        assert record["catalog_identity"] == catalog.identity
         backend.check(name, model_spec("pretrained", Fake()))
         row = 3
         got = backend.search(name, store.embeddings[row], 4, exclude_ids=[store.ids[row]],
@@ -290,6 +292,113 @@ def test_the_engine_and_cli_search_milvus_unchanged_for_the_user(built_catalog, 
     after.close()
     assert main(["export", str(root), "--to", "local"]) == 0
     assert Engine.open(root).search_backend("pretrained") == "exact"
+
+
+def copy_catalog(built_catalog, root):
+    import shutil
+
+    shutil.copytree(built_catalog, root)
+    return root
+
+
+def physical(uri, collection):
+    """The versioned collection an alias points at (what a re-export would replace)."""
+    with MilvusBackend(uri) as backend:
+        return backend._client.describe_collection(collection)["collection_name"]
+
+
+@needs_milvus
+def test_same_named_catalogues_in_two_folders_keep_their_own_collections(built_catalog, tmp_path):
+    from imgsim.cli import main
+    from imgsim.engine import Engine
+    from imgsim.errors import ImgsimError
+    from imgsim.ingest.catalog import Catalog
+
+    m1 = copy_catalog(built_catalog, tmp_path / "m1" / "shop")
+    m2 = copy_catalog(built_catalog, tmp_path / "m2" / "shop")
+    dropped = Engine.open(m2).items["id"].iloc[:3].tolist()
+    assert main(["remove", str(m2), *dropped]) == 0
+    uri = str(tmp_path / "vectors.db")
+    for root in (m1, m2):
+        assert main(["export", str(root), "--to", uri]) == 0
+    one, two = Catalog.load(m1), Catalog.load(m2)
+    assert catalog_collection(one, "pretrained") != catalog_collection(two, "pretrained")
+    for root, size in ((m1, 12), (m2, 9)):
+        engine = Engine.open(root)
+        assert engine.search_backend("pretrained").startswith("milvus")
+        got = engine.search_item(0, "pretrained", k=20)
+        assert len(engine.items) == size and set(got.ids) == set(engine.items["id"]) - {engine.items["id"].iloc[0]}
+        engine.close()
+    # A collection whose record names another catalogue is not served, in plain words.
+    with MilvusBackend(uri) as backend:
+        name = catalog_collection(two, "pretrained")
+        backend.set_record(name, {**backend.manifest(name), "catalog_identity": one.identity})
+    engine = Engine.open(m2)
+    with pytest.raises(MilvusBackendError, match="holds another catalogue named 'shop'") as caught:
+        engine.search_item(0, "pretrained", k=3)
+    assert isinstance(caught.value, ImgsimError) and "python -m" not in str(caught.value)
+    engine.close()
+
+
+@needs_milvus
+def test_a_change_updates_the_collection_in_place_and_a_stale_one_is_refused(built_catalog, tmp_path):
+    import json
+
+    from conftest import solid
+    from PIL import Image
+
+    from imgsim.build import refresh
+    from imgsim.cli import main
+    from imgsim.engine import Engine
+    from imgsim.index.milvus_search import StaleCollectionError
+    from imgsim.ingest.catalog import Catalog
+    from imgsim.ingest.changes import add_items
+
+    root = copy_catalog(built_catalog, tmp_path / "shop")
+    uri = str(tmp_path / "vectors.db")
+    assert main(["export", str(root), "--to", uri]) == 0
+    name = catalog_collection(Catalog.load(root), "pretrained")
+    first = physical(uri, name)
+    new = tmp_path / "new.png"
+    Image.fromarray(solid((230, 210, 20), 40)).save(new)
+    # add and remove send only the changed rows: the same physical collection, answering as now
+    assert main(["add", str(root), str(new)]) == 0
+    assert physical(uri, name) == first
+    engine = Engine.open(root)
+    assert engine.search(new, "pretrained", k=1).ids == [engine.items["id"].iloc[-1]]
+    gone = engine.items["id"].iloc[2]
+    engine.close()
+    assert main(["remove", str(root), gone]) == 0
+    assert physical(uri, name) == first
+    with MilvusBackend(uri) as backend:
+        assert backend.count(name) == 12
+        assert backend.manifest(name)["catalog_fingerprint"] == Catalog.load(root).fingerprint
+    after = Engine.open(root)
+    assert gone not in after.search_item(0, "pretrained", k=20).ids
+    after.close()
+    # The stores catch up but the collection does not (a refresh that stopped before Milvus):
+    # the catalogue is not served from it, and says why.
+    other = tmp_path / "other.png"
+    Image.fromarray(solid((20, 20, 230), 40)).save(other)
+    add_items(root, [str(other)])
+    backend_file = root / "backend.json"
+    record = backend_file.read_text()
+    backend_file.unlink()
+    refresh(Catalog.load(root))
+    backend_file.write_text(record)
+    stale = Engine.open(root)
+    with pytest.raises(StaleCollectionError, match=r"is stale: .* \(12 items\), not as it is now \(13 items\)") as caught:
+        stale.search(other, "pretrained", k=1)
+    assert "refresh brings it up to date" in str(caught.value) and "python -m" not in str(caught.value)
+    stale.close()
+    # It does not hold what the stores held before this refresh, so the refresh exports it again.
+    lines = []
+    refresh(Catalog.load(root), log=lines.append)
+    assert "pretrained: 13 rows exported" in " ".join(lines)
+    engine = Engine.open(root)
+    assert engine.search(other, "pretrained", k=1).ids == [engine.items["id"].iloc[-1]]
+    engine.close()
+    assert json.loads(record)["approaches"]
 
 
 @needs_milvus

@@ -36,17 +36,23 @@ class BackendKind:
         export: For a service: ``export(catalog, uri, stores, log)`` puts each approach's store
             (``{approach: Store}``) there.
         locations: For a service: the locations it accepts, in words (for error messages).
+        update: For a service: ``update(catalog, uri, stores, before, log)`` brings what it holds
+            in step with ``stores`` by their changed rows only; ``before`` gives, per approach,
+            the catalogue fingerprint and row keys of the store it was last given (see
+            :func:`imgsim.storage.stores.store_keys`). None: the service is exported again.
     """
 
     open: Callable[[Opening], SearchBackend | None]
     accepts: Callable[[str], bool] | None = None
     export: Callable[[Catalog, str, dict[str, Store], Callable[[str], None]], None] | None = None
     locations: str = ""
+    update: Callable[..., None] | None = None
 
 
 KINDS: dict[str, BackendKind] = {
     "milvus": BackendKind(milvus_search.open_backend, milvus_search.accepts, milvus_search.export,
-                          "a Milvus Lite path ending in .db, or http://host:port of a Milvus server"),
+                          "a Milvus Lite path ending in .db, or http://host:port of a Milvus server",
+                          milvus_search.update),
     "hnsw": BackendKind(hnsw.open_backend),
     "exact": BackendKind(exact.open_backend),
 }
@@ -105,7 +111,8 @@ def service_for(uri: str) -> str:
 
 
 def publish(catalog: Catalog, uri: str, stores: dict[str, Store],
-            log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+            log: Callable[[str], None] = lambda message: None, *,
+            before: dict[str, tuple[str | None, Any]] | None = None) -> dict[str, Any]:
     """Exports ``stores`` to the service at ``uri`` (or back to local) and records it in ``backend.json``.
 
     Args:
@@ -113,6 +120,8 @@ def publish(catalog: Catalog, uri: str, stores: dict[str, Store],
         uri: ``local``, or a location one service accepts (see :func:`service_for`).
         stores: ``{approach: Store}`` to export.
         log: Progress lines.
+        before: After a change (refresh): per approach, what the service was last given (see
+            :attr:`BackendKind.update`); only the changed rows are sent, where the service can.
 
     Returns:
         The record written (what :func:`read_backend` returns from now on).
@@ -121,7 +130,11 @@ def publish(catalog: Catalog, uri: str, stores: dict[str, Store],
         (catalog.root / BACKEND_FILE).unlink(missing_ok=True)
         return {"kind": LOCAL}
     name = service_for(uri)
-    KINDS[name].export(catalog, uri, stores, log)
+    kind = KINDS[name]
+    if before is not None and kind.update is not None:
+        kind.update(catalog, uri, stores, before, log)
+    else:
+        kind.export(catalog, uri, stores, log)
     record = {"kind": name, "uri": uri, "approaches": list(stores)}
     write_json_atomic(catalog.root / BACKEND_FILE, record)
     return record

@@ -25,6 +25,7 @@ On disk: see :mod:`imgsim.index.hnsw_files`. :class:`HnswBackend` is the index a
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,11 @@ class AnnIndex:
     """
 
     def __init__(self, index: Any, metric: Metric, config: AnnConfig, rows_of: np.ndarray,
-                 digests: np.ndarray, vectors: Any = None, projection: np.ndarray | None = None) -> None:
+                 digests: np.ndarray, vectors: Any = None, projection: np.ndarray | None = None,
+                 build_id: str | None = None) -> None:
         self._index = index  # the HNSW graph
+        # Names this graph from its build on: kept across in-place updates, new at each rebuild.
+        self.build_id = build_id or uuid.uuid4().hex
         # The stored vectors (for re-ranking and exact search): the graph's own, or a separate
         # flat index when the graph links projections.
         self._vectors = vectors if vectors is not None else index
@@ -225,6 +229,31 @@ class AnnIndex:
         self._digests = np.delete(self._digests, rows)
         self._rows_of[self._node_of] = np.arange(self.size, dtype=np.int64)
         self._live = None
+
+    def follow(self, embeddings: np.ndarray) -> tuple[int, int]:
+        """Updates the index in place to mirror ``embeddings``: rows gone removed, new ones appended.
+
+        Rows are matched by digest, in order: rows that reappear in the same order are kept, the
+        others become tombstones, and the rows after the last kept one are appended. The result
+        always mirrors ``embeddings``; it is cheap for what add and remove do (rows removed
+        anywhere, rows appended at the end).
+
+        Returns:
+            ``(removed, added)`` row counts.
+        """
+        if getattr(embeddings, "ndim", 0) != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"`embeddings` must have shape (N, {self.dim}). Received: {np.shape(embeddings)}")
+        wanted = row_digests(embeddings)
+        gone, j = [], 0
+        for row, digest in enumerate(self._digests.tolist()):
+            if j < len(wanted) and digest == wanted[j]:
+                j += 1
+            else:
+                gone.append(row)
+        self.remove(gone)
+        if j < len(wanted):
+            self.add(embeddings[j:])
+        return len(gone), len(wanted) - j
 
     # ----------------------------------------------------------------- search
     def search(
@@ -419,7 +448,7 @@ class AnnIndex:
         return hnsw_files.save(self, directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, embeddings: np.ndarray,
+    def load(cls, directory: str | os.PathLike, embeddings: np.ndarray | None,
              *, threads: int | None = None) -> AnnIndex:
         """Loads an index saved by :meth:`save` and checks it against the embeddings it serves.
 

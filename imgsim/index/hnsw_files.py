@@ -73,6 +73,7 @@ def save(ann: AnnIndex, directory: str | os.PathLike) -> Path:
         "nodes": int(ann._index.ntotal),
         "dim": ann.dim,
         "fingerprint": ann.fingerprint,
+        "build_id": ann.build_id,
         "created": now_iso(),
         "library_versions": library_versions(),
     }
@@ -87,13 +88,15 @@ def save(ann: AnnIndex, directory: str | os.PathLike) -> Path:
     return directory
 
 
-def load(directory: str | os.PathLike, embeddings: np.ndarray, *, threads: int | None = None) -> dict[str, Any]:
+def load(directory: str | os.PathLike, embeddings: np.ndarray | None, *,
+         threads: int | None = None) -> dict[str, Any]:
     """Reads an index saved by :func:`save` and checks it against the embeddings it serves.
 
     Args:
         directory: The index directory.
         embeddings: ``(N, dim)``: the store's matrix now. Its fingerprint must equal the one
-            the index was saved with.
+            the index was saved with. ``None`` loads the index as saved, unchecked (to update it
+            in place with :meth:`AnnIndex.follow <imgsim.index.hnsw.AnnIndex.follow>`).
         threads: OpenMP threads (default: the saved config's).
 
     Returns:
@@ -114,11 +117,11 @@ def load(directory: str | os.PathLike, embeddings: np.ndarray, *, threads: int |
             f"ANN index {directory} has format {manifest.get('format_version')} by "
             f"{manifest.get('library')}; expected format {FORMAT_VERSION} by {LIBRARY}; {rebuild}")
     shape = tuple(getattr(embeddings, "shape", ()))
-    if shape != (manifest.get("count"), manifest.get("dim")):
+    if embeddings is not None and shape != (manifest.get("count"), manifest.get("dim")):
         raise AnnMismatchError(
             f"ANN index {directory} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
             f"but the embeddings have shape {shape}; {rebuild}")
-    if embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
+    if embeddings is not None and embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
         raise AnnMismatchError(
             f"ANN index {directory} was built for other embeddings of the same shape {shape}; {rebuild}")
     try:
@@ -142,6 +145,7 @@ def load(directory: str | os.PathLike, embeddings: np.ndarray, *, threads: int |
             or (vectors is not None and vectors.ntotal != index.ntotal)):
         raise ArtifactError(f"ANN index {directory} is damaged: its files disagree with its manifest")
     return {"index": index, "metric": metric, "config": config, "rows_of": rows_of.astype(np.int64),
-            "digests": digests.astype(np.uint64), "vectors": vectors, "projection": projection}
+            "digests": digests.astype(np.uint64), "vectors": vectors, "projection": projection,
+            "build_id": manifest.get("build_id")}
 
 

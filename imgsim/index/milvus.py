@@ -63,6 +63,7 @@ from imgsim.index.milvus_names import (  # noqa: F401 (names, expressions and UR
     TEXT_FIELDS,
     VECTOR_FIELD,
     VERSION_SUFFIX,
+    catalog_collection,
     check_name,
     check_rows,
     collection_manifest,
@@ -232,6 +233,13 @@ class MilvusBackend:
                     f"{manifest.get('catalog', '?')!r} to {self.uri} again"
                 )
 
+    def set_record(self, collection: str, manifest: dict[str, Any]) -> None:
+        """Replaces the record kept in ``collection``'s properties (after an upsert or delete)."""
+        self.manifest(collection)  # one of imgsim's, or refused
+        self._client.alter_collection_properties(check_name(collection),
+                                                 properties={PROPERTY: json.dumps(manifest, sort_keys=True)})
+        self._manifests[collection] = manifest
+
     def count(self, collection: str) -> int:
         """Number of live rows (deleted ones not counted)."""
         rows = self._loaded_call(collection, lambda: self._client.query(
@@ -276,7 +284,7 @@ class MilvusBackend:
         index = {"type": "HNSW", "metric": METRICS[metric], "M": m, "efConstruction": ef_construction,
                  "ef": ef or DEFAULT_EF}
         manifest = collection_manifest(store, catalog, index=index)
-        return self.export_arrays(collection_name(catalog.name, approach), ids, store.embeddings, categories,
+        return self.export_arrays(catalog_collection(catalog, approach), ids, store.embeddings, categories,
                                   labels, manifest=manifest, batch_size=batch_size)
 
     def export_arrays(self, collection: str, ids: Sequence[str], vectors: np.ndarray,

@@ -46,15 +46,17 @@ _UNESCAPABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def collection_name(catalog_name: str, approach: str) -> str:
+def collection_name(catalog_name: str, approach: str, identity: str = "") -> str:
     """A valid Milvus collection name for a (catalogue, approach) pair.
 
     Milvus names allow ``[A-Za-z0-9_]`` only, so other characters become ``_`` and a short hash
-    of the original pair keeps ``my-shop`` and ``my_shop`` apart.
+    of the original pair and the catalogue's identity keeps ``my-shop`` and ``my_shop`` apart,
+    and two catalogues named ``shop`` in different folders (see :func:`catalog_collection`).
 
     Args:
-        catalog_name: The catalogue's name (any text).
+        catalog_name: The catalogue's name (any text), shown in the name for people.
         approach: The approach (``pretrained``, ``autoencoder``, ...).
+        identity: What is unique to the catalogue (:attr:`imgsim.ingest.catalog.Catalog.identity`).
 
     Returns:
         ``imgsim_<catalog>_<approach>_<hash8>``, at most 200 characters.
@@ -65,10 +67,15 @@ def collection_name(catalog_name: str, approach: str) -> str:
     if not catalog_name or not approach:
         raise ValueError(f"`catalog_name` and `approach` must be non-empty. "
                          f"Received: catalog_name={catalog_name!r}, approach={approach!r}")
-    digest = hashlib.sha256(f"{catalog_name}\0{approach}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{catalog_name}\0{approach}\0{identity}".encode()).hexdigest()[:8]
     slug = re.sub(r"[^A-Za-z0-9_]", "_", catalog_name)[:120]
     approach_slug = re.sub(r"[^A-Za-z0-9_]", "_", approach)[:50]
     return f"imgsim_{slug}_{approach_slug}_{digest}"
+
+
+def catalog_collection(catalog: Catalog, approach: str) -> str:
+    """The collection of one approach of ``catalog``: named by its identity, not only its name."""
+    return collection_name(catalog.name, approach, catalog.identity)
 
 
 def check_name(name: str) -> str:
@@ -151,6 +158,8 @@ def collection_manifest(store: Store, catalog: Catalog, *, index: dict[str, Any]
         **{field: store.manifest.get(field) for field in MODEL_FIELDS},
         "metric": store.manifest.get("metric", "cosine"),
         "catalog": catalog.name,
+        "catalog_identity": catalog.identity,
+        "catalog_root": str(catalog.root.expanduser().resolve()),
         "catalog_fingerprint": catalog.fingerprint,
         "exported_count": int(store.embeddings.shape[0]),
         "index": index,

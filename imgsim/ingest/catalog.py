@@ -31,6 +31,7 @@ import io
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,16 @@ class Catalog:
         """
         hashes = self.ok["sha256"] if "sha256" in self.ok.columns else self.ok["source"]
         return content_fingerprint(self.ok["id"].tolist(), hashes.tolist())
+
+    @property
+    def identity(self) -> str:
+        """What tells this catalogue from any other: its stored uuid and its root, hashed (16 hex).
+
+        Two catalogues of one name in different folders, or a copied folder, differ; a catalogue
+        made before uuids were stored is told apart by its root alone.
+        """
+        root = str(self.root.expanduser().resolve())
+        return hashlib.sha256(f"{self.manifest.get('uuid', '')}\0{root}".encode()).hexdigest()[:16]
 
     def thumb_paths(self) -> list[Path]:
         """Thumbnail paths of the ingested items, row-aligned with :attr:`ok`."""
@@ -421,6 +432,8 @@ def ingest(
         **_counts(items),
         "n_up_to_date": int(up_to_date),
         "created": old_manifest.get("created", now_iso()),
+        # Names what is exported of this catalogue (Milvus collections); copies stay apart by root.
+        "uuid": old_manifest.get("uuid") or uuid.uuid4().hex,
         "updated": now_iso(),
         "library_versions": library_versions(),
     }

@@ -124,8 +124,20 @@ class Store:
         return cls(root, manifest, embeddings, ids)
 
 
-def is_current(catalog: Catalog, approach: str, expect: dict[str, Any]) -> bool:
-    """Whether the catalogue's store for ``approach`` is loadable and matches ``expect``."""
+def store_keys(root: str | os.PathLike) -> tuple[str | None, np.ndarray]:
+    """The catalogue fingerprint a store was built for and its row keys (``(None, [])`` without one).
+
+    What a vector service holding this store must be told when the store changes.
+    """
+    real = Path(root).resolve()  # one version, whatever a writer swaps in meanwhile
+    try:
+        return read_manifest(real, KIND).get("catalog_fingerprint"), np.load(real / "keys.npy", allow_pickle=False)
+    except (ArtifactError, OSError, ValueError):
+        return None, np.zeros(0, dtype=str)
+
+
+def is_current(catalog: Catalog, approach: str, expect: dict[str, Any] | None) -> bool:
+    """Whether the catalogue's store for ``approach`` is loadable and matches ``expect`` (None: any model)."""
     try:
         Store.load(store_path(catalog, approach), catalog, expect)
     except ArtifactError:
@@ -252,6 +264,42 @@ def build_store(
                         extra={"reused_rows": len(keys) - len(todo)})
     shutil.rmtree(partial, ignore_errors=True)
     return store
+
+
+class _Recorded:
+    """The identity of the model a store records, standing in for the model when no row needs it."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.name, self.fingerprint = manifest["model"], manifest["fingerprint"]
+        self.options, self.dim, self.image_size = manifest["options"], manifest["dim"], manifest["image_size"]
+
+
+def restrict_store(catalog: Catalog, approach: str) -> Store | None:
+    """Rewrites ``approach``'s store for the catalogue when none of its rows needs the model.
+
+    After a removal (or any change that only drops or reorders items) every row's vector is
+    already in the store: it is kept, with the model identity and the approach's own manifest
+    fields as they were, and no model is loaded.
+
+    Returns:
+        The new store, or None when some row needs embedding (the approach's build does that).
+    """
+    root = store_path(catalog, approach)
+    try:
+        old = Store.load(root)
+        keys = np.load(old.root.resolve() / "keys.npy", allow_pickle=False).tolist()
+        recorded = _Recorded(old.manifest)
+    except (ArtifactError, OSError, ValueError, KeyError):
+        return None
+    where = {key: row for row, key in enumerate(keys)}
+    wanted = row_keys(catalog).tolist()
+    if not wanted or any(key not in where for key in wanted):
+        return None
+    own = set(MODEL_FIELDS) | {"kind", "format_version", "metric", "count", "catalog_fingerprint", "source"}
+    extra = {k: v for k, v in old.manifest.items() if k not in own}
+    embeddings = np.asarray(old.embeddings)[[where[key] for key in wanted]]
+    return write_store(catalog, approach, recorded, embeddings, metric=old.manifest.get("metric", "cosine"),
+                       extra={**extra, "reused_rows": len(wanted)})
 
 
 def _load_chunk(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
