@@ -7,11 +7,10 @@ which ones run and in what order.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -284,37 +283,14 @@ def refresh(catalog: Catalog, *, progress: ProgressFactory = lambda stage: silen
         settings = {name: approaches_mod.get(name).settings_from_manifest(catalog) for name in stale}
         options = BuildOptions(approaches=stale, settings={k: v for k, v in settings.items() if v is not None},
                                learn=False, ann="keep")
-        with _models_loaded_once():
+        from imgsim.approaches.features import extractors_shared
+
+        with extractors_shared():  # tuned projects with the extractor pretrained embeds with
             done += [a for a in build_approaches(catalog, options, progress=progress, log=log) if a not in done]
     if served:
         stores = {a: Store.load(approaches_mod.get(a).store_dir(catalog), catalog) for a in served}
         publish(catalog, backend["uri"], stores, log, before=before)
     return [a for a in built if a in done]
-
-
-@contextlib.contextmanager
-def _models_loaded_once() -> Iterator[None]:
-    """Within the block, each pretrained extractor is loaded at most once (tuned projects its vectors too).
-
-    The approaches load their extractor by name through :func:`imgsim.approaches.features.load_extractor`;
-    a refresh that embeds for ``pretrained`` and projects for ``tuned`` would load it twice.
-    """
-    from imgsim.approaches import features
-
-    original = features.load_extractor
-    loaded: dict[tuple[Any, ...], Any] = {}
-
-    def load_once(name: str = features.DEFAULT_EXTRACTOR, options: Any = None, **kwargs: Any) -> Any:
-        key = (name, options, tuple(sorted(kwargs.items())))
-        if key not in loaded:
-            loaded[key] = original(name, options, **kwargs)
-        return loaded[key]
-
-    features.load_extractor = load_once
-    try:
-        yield
-    finally:
-        features.load_extractor = original
 
 
 @locks_catalog("catalog")

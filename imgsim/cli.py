@@ -525,10 +525,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _hint(err: BaseException) -> str:
     """The command that fixes ``err``, where the command line knows one (library messages name none)."""
+    from imgsim.index.backend import StaleBackendError
     from imgsim.ingest.catalog import CatalogNotFoundError, CatalogOutdatedError
     from imgsim.ingest.sources import DEMO_PACKAGE, DemoUnavailableError
 
     prog = _prog()
+    if isinstance(err, StaleBackendError):
+        return f"bring it up to date with: {prog} refresh CATALOG"
     if isinstance(err, CatalogNotFoundError):
         return f"build one with: {prog} build SOURCE --out {err.root}"
     if isinstance(err, CatalogOutdatedError):

@@ -155,13 +155,13 @@ def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop
 
     assert build_approaches(Catalog.load(shop), BuildOptions(approaches=("tuned",))) == ["pretrained", "tuned"]
     loads = []
-    real = features.load_extractor
+    real = features.build_extractor
 
     def counted(*args, **kwargs):
         loads.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "load_extractor", counted)
+    monkeypatch.setattr(features, "build_extractor", counted)
     assert refresh(Catalog.load(shop)) == ["pretrained", "autoencoder", "tuned"]
     assert loads == []  # nothing changed: no model loaded
     photo = tmp_path / "yellow.png"
@@ -171,7 +171,7 @@ def test_refresh_loads_the_extractor_only_when_rows_need_embedding_and_once(shop
     assert len(loads) == 1  # embedded for pretrained, projected for tuned: one load
     n = len(Catalog.load(shop).ok)
     assert manifest(shop, "pretrained")["count"] == manifest(shop, "tuned")["count"] == n
-    assert features.load_extractor is counted  # the one-load scope is left as it was
+    assert features._SHARED.get() is None  # the one-load scope ends with the refresh
     before = np.asarray(Engine.open(shop).store("tuned").embeddings)
     remove_items(shop, [Catalog.load(shop).ok["id"].iloc[0]])
     refresh(Catalog.load(shop))

@@ -390,6 +390,9 @@ def test_a_change_updates_the_collection_in_place_and_a_stale_one_is_refused(bui
     with pytest.raises(StaleCollectionError, match=r"is stale: .* \(12 items\), not as it is now \(13 items\)") as caught:
         stale.search(other, "pretrained", k=1)
     assert "refresh brings it up to date" in str(caught.value) and "python -m" not in str(caught.value)
+    from imgsim.cli import _hint
+
+    assert " refresh CATALOG" in _hint(caught.value)  # the command line adds the command itself
     stale.close()
     # It does not hold what the stores held before this refresh, so the refresh exports it again.
     lines = []

@@ -14,13 +14,16 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import enum
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -340,9 +343,29 @@ class GeMPooling:
         return _GeM(p, name=name)
 
 
+#: Within :func:`extractors_shared`, the extractors loaded so far, by name, options and flags.
+_SHARED: contextvars.ContextVar[dict[tuple[Any, ...], Extractor] | None] = contextvars.ContextVar(
+    "imgsim_shared_extractors", default=None)
+
+
+@contextlib.contextmanager
+def extractors_shared() -> Iterator[None]:
+    """Within the block, :func:`load_extractor` loads each extractor at most once.
+
+    A refresh that embeds for ``pretrained`` and projects for ``tuned`` asks for the same
+    extractor twice; in this scope the second call gets the first one's model. The scope is a
+    context variable, so other threads (app sessions) are unaffected.
+    """
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | None = None,
                    *, allow_random_weights: bool = False) -> Extractor:
-    """Loads a feature extractor by name.
+    """Loads a feature extractor by name (once per :func:`extractors_shared` scope).
 
     ``load_extractor("efficientnet_lite0").embed(x)`` with ``x`` of shape ``(N, 224, 224, 3)``
     uint8 returns ``(N, 1280)`` float32 unit vectors of average-pooled features.
@@ -359,6 +382,18 @@ def load_extractor(name: str = DEFAULT_EXTRACTOR, options: ExtractorOptions | No
         ExtractorUnavailableError: The weights are not on this machine.
     """
     options = options or ExtractorOptions()
+    shared = _SHARED.get()
+    key = (name, options, allow_random_weights)
+    if shared is not None and key in shared:
+        return shared[key]
+    extractor = build_extractor(name, options, allow_random_weights=allow_random_weights)
+    if shared is not None:
+        shared[key] = extractor
+    return extractor
+
+
+def build_extractor(name: str, options: ExtractorOptions, *, allow_random_weights: bool = False) -> Extractor:
+    """Builds the extractor :func:`load_extractor` describes, with its weights (no sharing)."""
     keras = _keras()
     if name in LITE_SPECS:
         classifier, digest = build_lite_classifier(name)

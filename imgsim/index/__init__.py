@@ -14,7 +14,9 @@ from imgsim.index.backend import (
     Metric,
     Opening,
     SearchBackend,
+    StaleBackendError,
     merge_region_hits,
 )
 
-__all__ = ["NO_FILTER", "BackendError", "Filter", "Hits", "Metric", "Opening", "SearchBackend", "merge_region_hits"]
+__all__ = ["NO_FILTER", "BackendError", "Filter", "Hits", "Metric", "Opening", "SearchBackend", "StaleBackendError",
+           "merge_region_hits"]

@@ -48,6 +48,10 @@ class BackendError(ImgsimError, RuntimeError):
     """A search backend cannot answer (a missing collection, a service that refuses)."""
 
 
+class StaleBackendError(BackendError):
+    """A backend holds an earlier state of its catalogue; a refresh brings it up to date."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Filter:
     """Which rows a search may return; the same value is pushed into every backend.

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgsim.index.backend import NO_FILTER, Filter, Hits, Metric, Opening, SearchBackend, check_k
+from imgsim.index.backend import (
+    NO_FILTER,
+    Filter,
+    Hits,
+    Metric,
+    Opening,
+    SearchBackend,
+    StaleBackendError,
+    check_k,
+)
 from imgsim.index.milvus import MilvusBackend, MilvusBackendError
 from imgsim.index.milvus_names import catalog_collection, hits_rows, resolve_uri, text_value
 from imgsim.ingest.catalog import Catalog
@@ -25,7 +34,7 @@ from imgsim.storage.artifacts import now_iso
 from imgsim.storage.stores import MODEL_FIELDS, Store, row_keys
 
 
-class StaleCollectionError(MilvusBackendError):
+class StaleCollectionError(MilvusBackendError, StaleBackendError):
     """A collection holds an earlier state of its catalogue (items added or removed since)."""
 
 
