@@ -188,6 +188,13 @@ def test_region_queries(opened, metric):
     got = backend.search_regions(regions, K, kinds=("whole", "grid", "grid", "box"))
     assert got.rows.shape == (1, K)
     assert_congruent(got, oracle(vectors, regions, metric, K, everything))
+    # which region gave each row its score (the matched box of a photo's result)
+    if metric == "cosine":
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        won = (regions / np.linalg.norm(regions, axis=1, keepdims=True) @ unit.T).argmax(axis=0)
+    else:
+        won = np.linalg.norm(vectors[None] - regions[:, None], axis=2).argmin(axis=0)
+    assert got.regions is not None and got.regions[0].tolist() == won[got.rows[0]].tolist()
     eligible = (catalog.ok["category"] == CATEGORIES[1]).to_numpy() & (np.arange(N) != 40)
     got = backend.search_regions(regions, K, filter=Filter(CATEGORIES[1], (40,)))
     assert_congruent(got, oracle(vectors, regions, metric, K, eligible))

@@ -39,10 +39,13 @@ class Hits:
         rows: ``(Q, k)`` int64 row indices, best first.
         scores: ``(Q, k)`` float32: cosine similarity (higher is closer) or euclidean distance
             (lower is closer), by the index's metric.
+        regions: For a region query, ``(1, k)`` int64: which of the query's vectors gave each
+            row its score (the first on a tie); None otherwise.
     """
 
     rows: np.ndarray
     scores: np.ndarray
+    regions: np.ndarray | None = None
 
 
 class BackendError(ImgsimError, RuntimeError):
@@ -139,16 +142,18 @@ def merge_region_hits(hits: Hits, k: int, metric: Metric) -> Hits:
         metric: Cosine (higher is closer) or euclidean (lower is closer).
 
     Returns:
-        :class:`Hits` with one row of at most ``k`` columns.
+        :class:`Hits` with one row of at most ``k`` columns, and the winning region of each.
     """
     sign = -1.0 if Metric(metric) is Metric.COSINE else 1.0
-    best: dict[int, float] = {}
-    for row, score in zip(hits.rows.reshape(-1).tolist(), hits.scores.reshape(-1).tolist()):
-        if row not in best or sign * score < sign * best[row]:
-            best[row] = score
-    order = sorted(best.items(), key=lambda rs: (sign * rs[1], rs[0]))[:k]
+    best: dict[int, tuple[float, int]] = {}
+    for region, (row_list, score_list) in enumerate(zip(hits.rows.tolist(), hits.scores.tolist())):
+        for row, score in zip(row_list, score_list):
+            if row not in best or sign * score < sign * best[row][0]:
+                best[row] = (score, region)
+    order = sorted(best.items(), key=lambda rs: (sign * rs[1][0], rs[0]))[:k]
     rows = np.array([[r for r, _ in order]], dtype=np.int64).reshape(1, -1)
-    return Hits(rows, np.array([[s for _, s in order]], dtype=np.float32).reshape(1, -1))
+    return Hits(rows, np.array([[s for _, (s, _) in order]], dtype=np.float32).reshape(1, -1),
+                np.array([[g for _, (_, g) in order]], dtype=np.int64).reshape(1, -1))
 
 
 def check_k(k: int) -> None:

@@ -21,7 +21,6 @@ from imgsim.index.milvus_names import collection_name, hits_rows, resolve_uri
 from imgsim.ingest.catalog import Catalog
 from imgsim.storage.stores import Store
 
-
 #: A condition keeping at most this many rows is answered exactly (see :meth:`MilvusSearchBackend._exact`).
 EXACT_BELOW = 1_024
 
