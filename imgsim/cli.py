@@ -292,7 +292,9 @@ def _cannot_answer(command: str, usable: list[str], missing: dict[str, str],
 
 def cmd_query(args: argparse.Namespace) -> int:
     from imgsim.engine import Engine, decode_query
+    from imgsim.index import Filter
     from imgsim.ingest.images import ImageDecodeError
+    from imgsim.text import check_words
 
     box = parse_box(args.box)
     if not args.photos and args.text is None:
@@ -305,8 +307,10 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "unavailable": {}}]
         _print_answers(answers, args.json)
         return 0
-    if where or args.text is not None:  # a bad filter or empty words: one error, not one per photo
-        engine.search_text(args.text or "x", 1, category=args.category, where=where)
+    # A bad filter or words without a word: one error before any photo, not one per photo.
+    Filter(args.category, where=where).mask(engine.items)
+    if args.text is not None:
+        check_words(args.text)
     photos = _query_photos(args.photos)
     chosen = _approach_list(args.approach)
     approaches, missing = _requested(engine, chosen)

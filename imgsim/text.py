@@ -49,6 +49,18 @@ def words(text: str) -> list[str]:
     return terms
 
 
+def check_words(text: str) -> list[str]:
+    """The terms of ``text`` (:func:`words`).
+
+    Raises:
+        ValueError: ``text`` holds no word (letters or digits).
+    """
+    terms = words(text)
+    if not terms:
+        raise ValueError(f"the words must hold at least one letter or digit. Received: {text!r}")
+    return terms
+
+
 def text_columns(items: pd.DataFrame) -> list[str]:
     """The columns whose words describe an item: name, category, label and every other text column."""
     first = [c for c in ("name", "category", "label") if c in items]
@@ -86,9 +98,7 @@ class TextIndex:
         Raises:
             ValueError: ``text`` holds no word (letters or digits).
         """
-        terms = words(text)
-        if not terms:
-            raise ValueError(f"the words must hold at least one letter or digit. Received: {text!r}")
+        terms = check_words(text)
         known = [t for t in terms if t in self._vocabulary]
         if not known or self.size == 0:
             return np.zeros(self.size, np.float32)
