@@ -37,4 +37,4 @@ if engine is not None:
                     line += (f" · precision@{k} for label “{plain(label)}”: "
                              f"**{result.label_precision(label):.2f}**")
                 st.markdown(line)
-                widgets.result_grid(engine, result, key=f"compare-{approach}", columns=2)
+                widgets.result_grid(engine, result, key=f"compare-{approach}", columns=2, query=query)

@@ -22,7 +22,7 @@ from imgsim import approaches as approaches_mod
 from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
 from imgsim.approaches.base import Drift
 from imgsim.index import SearchBackend
-from imgsim.index.conditions import Condition, filterable_columns
+from imgsim.index.conditions import Condition, column_choices, filterable_columns
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.images import ImageSource
 from imgsim.loader import Loader, artifact_version, current_version  # noqa: F401 (re-exported)
@@ -82,6 +82,12 @@ class Engine:
     def columns(self) -> list[str]:
         """The columns a ``where`` condition may name, in table order."""
         return filterable_columns(self.items)
+
+    def filter_choices(self) -> dict[str, tuple]:
+        """What a filter form offers per column: ``("range", low, high)`` for numeric columns,
+        ``("choices", value, ...)`` for text columns with a few values (see
+        :func:`imgsim.index.conditions.column_choices`)."""
+        return column_choices(self.items)
 
     def store(self, approach: str) -> Store:
         """The store of ``approach``; raises ``ValueError`` saying why it is unavailable."""

@@ -83,3 +83,27 @@ def test_cli_where(shop, shop_dir, capsys):
     assert main(["query", str(shop), photo, photo, "--where", "brand=Acme"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no column 'brand'; its columns are:" in err[0]  # once, not once per photo
+
+
+def test_the_app_draws_filters_from_the_columns_and_searches_words(shop, shop_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    shutil.copytree(shop, tmp_path / "appdata" / "catalogs" / "shop")
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "appdata"))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    size = at.sidebar.selectbox(key="where:size-picker")
+    assert size.options == ["Any", "L", "M", "S"]  # choices for a text column
+    assert at.sidebar.slider(key="where:price-picker").value == (10.0, 120.0)  # a range for a number
+    size.set_value("M").run()
+    at.text_input(key="words-picker").set_value("blue").run()  # words alone, filtered
+    assert not at.exception, at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("**")]
+    items = Engine.open(shop).items
+    want = items[(items["category"] == "blues") & (items["size"] == "M")]
+    assert len(cards) == len(want) == 1 and "blues" in cards[0]
+    at.sidebar.slider(key="where:price-picker").set_value((30.0, 120.0)).run()  # the blue M costs 20
+    assert not at.exception and any("no item matches" in i.value.lower() for i in at.info)

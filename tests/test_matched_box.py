@@ -62,3 +62,24 @@ def test_query_json_carries_the_matched_box(built_catalog, scene, tmp_path, caps
     [answer] = json.loads(capsys.readouterr().out)
     for row in answer["approaches"]["pretrained"]["results"]:
         assert len(row["matched_box"]) == 4 and iou(row["matched_box"], PASTED) >= 0.4
+
+
+def test_the_app_shows_the_matched_part_on_the_photo(built_catalog, scene, tmp_path, monkeypatch):
+    import io
+    import shutil
+
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    shutil.copytree(built_catalog, tmp_path / "appdata" / "catalogs" / "shop")
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "appdata"))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    buf = io.BytesIO()
+    Image.fromarray(scene).save(buf, format="PNG")
+    at.sidebar.slider(key="k-picker").set_value(2).run()
+    at.file_uploader[0].set_value(("scene.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception, at.exception
+    popovers = at.get("popover")
+    assert len(popovers) == 2  # one per result
+    shown = [img for img in at.image if "gave this score" in "".join(img.captions)]
+    assert len(shown) == 2

@@ -130,6 +130,36 @@ class Condition:
             return (numbers >= bound) if self.op is Op.GE else (numbers <= bound)
 
 
+def column_choices(items: pd.DataFrame, max_values: int = 40,
+                   skip: tuple[str, ...] = ("id", "name", "category")) -> dict[str, tuple]:
+    """What a filter form offers for each column: a range for numbers, choices for few values.
+
+    Args:
+        items: The items table.
+        max_values: A text column with more distinct values than this (names, ids) is left out.
+        skip: Columns left out (the category has its own picker).
+
+    Returns:
+        ``{column: ("range", low, high)}`` for numeric columns with more than one value, and
+        ``{column: ("choices", value, ...)}`` (sorted, non-empty) for text columns with 2 to
+        ``max_values`` values.
+    """
+    out: dict[str, tuple] = {}
+    for column in filterable_columns(items):
+        if column in skip:
+            continue
+        numbers = numeric_values(items[column])
+        if numbers is not None:
+            finite = numbers[np.isfinite(numbers)]
+            if len(finite) and finite.min() < finite.max():
+                out[column] = ("range", float(finite.min()), float(finite.max()))
+            continue
+        values = sorted({v.strip() for v in items[column].astype("string").dropna() if v.strip()})
+        if 2 <= len(values) <= max_values:
+            out[column] = ("choices", *values)
+    return out
+
+
 def _number(text: str) -> float | None:
     """``text`` as a finite float, or None."""
     try:
