@@ -108,27 +108,10 @@ def filters(engine: Engine, k: int, n: int, rng: np.random.Generator) -> dict:
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/imgsim-multisearch-bench"),
-                        help="cache for the catalogue (never committed)")
-    parser.add_argument("--items", type=int, default=1500, help="catalogue size")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pairs", type=int, default=60, help="colour + type queries at most")
-    parser.add_argument("--photos", type=int, default=200, help="photo + colour queries")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.6, 0.8],
-                        help="fusion weights of the words (0: the photo alone)")
-    parser.add_argument("--filter-queries", type=int, default=20, help="queries per filter and backend")
-    parser.add_argument("-k", type=int, default=10, help="results per filtered query")
-    parser.add_argument("--json", type=Path, help="write the numbers here")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.data / "labels.csv").exists():
-        print(f"skipped: {args.data} is absent (the labelled myntra_eval folder)")
+    if not (args.data / "labels.csv").is_file():
+        print(f"skipped: no labels.csv in {args.data} (the labelled myntra_eval folder)")
         return 0
     folder = subset(args.data, args.items, args.seed, args.work)
     catalog_dir = args.work / f"catalog-{args.items}-{args.seed}"
@@ -163,6 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/imgsim-multisearch-bench"),
+                        help="cache for the catalogue (never committed)")
+    parser.add_argument("--items", type=int, default=1500, help="catalogue size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", type=int, default=60, help="colour + type queries at most")
+    parser.add_argument("--photos", type=int, default=200, help="photo + colour queries")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                        help="fusion weights of the words (0: the photo alone)")
+    parser.add_argument("--filter-queries", type=int, default=20, help="queries per filter and backend")
+    parser.add_argument("-k", type=int, default=10, help="results per filtered query")
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    return parser.parse_args(argv)
 
 
 def table(report: dict) -> str:
