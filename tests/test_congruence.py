@@ -3,7 +3,8 @@
 Modelled on qdrant-client's congruence tests: exact search, the HNSW graph and Milvus Lite
 (embedded) are opened by the factory on the same small store and must give the brute-force
 answer (an ``argsort`` oracle written here, not the exact index) for plain, category-filtered,
-excluded and region queries. A backend added to :data:`imgsim.index.factory.KINDS` is picked up
+excluded and region queries (with the region that won each row), and for conditions on any
+column (``COLUMN=VALUE``, ``COLUMN>=N``, ``COLUMN<=N``), narrow and wide. A backend added to :data:`imgsim.index.factory.KINDS` is picked up
 by the parametrisation; its setup goes in :data:`SETUPS`.
 """
 
@@ -246,7 +247,7 @@ def test_conditions_on_any_column(opened, metric, category, where):
 
 
 def test_milvus_id_lists_push_conditions_into_the_graph_search(opened, metric, monkeypatch):
-    """With the exact fallback off, Milvus answers conditions through its "id in" list."""
+    """With the exact fallback off, Milvus answers conditions through its id lists."""
     name, backend, store, catalog = opened
     if name != "milvus":
         pytest.skip("Milvus only")
@@ -254,7 +255,8 @@ def test_milvus_id_lists_push_conditions_into_the_graph_search(opened, metric, m
 
     monkeypatch.setattr(milvus_search, "EXACT_BELOW", 0)
     queries = queries_for(store)
-    for category, where in (WHERE_CASES[0], WHERE_CASES[2]):  # a quarter, and a third of the rows
+    # a quarter and a third of the rows ("id in"), and nearly all of them ("id not in")
+    for category, where in (WHERE_CASES[0], WHERE_CASES[2], WHERE_CASES[4]):
         eligible = where_eligible(catalog, category, where)
         got = backend.search(queries, K, filter=Filter(category, where=where))
         for q in range(len(queries)):
