@@ -23,6 +23,7 @@ import threading
 import numpy as np
 import pandas as pd
 
+from imgsim.errors import ImgsimError
 from imgsim.index import Hits
 from imgsim.index.conditions import INTERNAL_COLUMNS
 
@@ -73,15 +74,26 @@ def text_columns(items: pd.DataFrame) -> list[str]:
     return first + rest
 
 
+class WordsUnavailableError(ImgsimError, RuntimeError):
+    """Words cannot be searched here (the BM25 library is missing)."""
+
+
 class TextIndex:
     """BM25 over the words of each row of an items table (row ``i`` = item ``i``).
 
     Args:
         items: The catalogue's items, row-aligned with its stores.
+
+    Raises:
+        WordsUnavailableError: ``bm25s`` is not installed.
     """
 
     def __init__(self, items: pd.DataFrame) -> None:
-        import bm25s  # imported here: only words queries need it
+        try:
+            import bm25s  # imported here: only words queries need it
+        except ImportError as err:
+            raise WordsUnavailableError("searching words needs the bm25s package, which is not installed "
+                                        "on this server") from err
 
         self.columns = text_columns(items)
         documents = [[] for _ in range(len(items))]

@@ -91,6 +91,7 @@ def test_the_app_draws_filters_from_the_columns_and_searches_words(shop, shop_di
     from conftest import REPO
     from streamlit.testing.v1 import AppTest
 
+    pytest.importorskip("bm25s")  # the words box
     shutil.copytree(shop, tmp_path / "appdata" / "catalogs" / "shop")
     monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "appdata"))
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()

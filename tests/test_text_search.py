@@ -108,3 +108,13 @@ def test_cli_words_alone_and_with_a_photo(built_catalog, shop_dir, capsys):
     assert all(r["text_score"] > 0 for r in results)
     assert main(["query", str(built_catalog)]) == 2
     assert "give at least one PHOTO, or --text WORDS" in capsys.readouterr().err
+
+
+def test_a_missing_bm25_library_is_one_clear_error(engine, monkeypatch):
+    import sys
+
+    from imgsim.errors import ImgsimError
+
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # as if it were not installed
+    with pytest.raises(ImgsimError, match="searching words needs the bm25s package, which is not installed"):
+        engine.search_text("blue")
