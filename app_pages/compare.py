@@ -17,6 +17,9 @@ if engine is not None:
                 f"{plain(', '.join(approaches) or 'none')}. Rebuild it on the Catalogue page.")
     q.query_widgets(engine, "compare")
     query = q.current_query(engine)
+    if query is None and state.search_words():
+        st.info("Your words re-rank each approach's results once there is a photo; the Search page "
+                "searches the words alone.")
     if query is not None and approaches:
         results = {a: q.run_query(engine, query, a, k, category) for a in approaches}
         results = {a: r for a, r in results.items() if r is not None}
@@ -37,4 +40,4 @@ if engine is not None:
                     line += (f" · precision@{k} for label “{plain(label)}”: "
                              f"**{result.label_precision(label):.2f}**")
                 st.markdown(line)
-                widgets.result_grid(engine, result, key=f"compare-{approach}", columns=2)
+                widgets.result_grid(engine, result, key=f"compare-{approach}", columns=2, query=query)

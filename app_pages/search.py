@@ -15,6 +15,11 @@ if engine is not None:
                "or try an example from the catalogue.")
     q.query_widgets(engine, "search")
     query = q.current_query(engine)
+    if query is None and state.search_words():  # words alone
+        result = q.run_query(engine, None, None, k, category)
+        if result is not None:
+            st.subheader(f"{len(result.items)} items matching your words")
+            widgets.result_grid(engine, result, key="search-words")
     if query is not None and approach is not None:
         result = q.run_query(engine, query, approach, k, category)
         left, right = st.columns([1, 3])
@@ -25,6 +30,7 @@ if engine is not None:
                 st.subheader(f"{len(result.items)} most similar")
                 st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
                            f"(search {result.search_seconds * 1000:.1f} ms)"
-                           + (" · searched with your box" if query.box else ""))
+                           + (" · searched with your box" if query.box else "")
+                           + (" · re-ranked by your words" if state.search_words() else ""))
             widgets.crop_box_editor(query, result, "search")
-            widgets.result_grid(engine, result, key="search")
+            widgets.result_grid(engine, result, key="search", query=query)

@@ -45,6 +45,9 @@ def set_item_query(engine: imgsim.Engine, row: int) -> None:
 
 def query_widgets(engine: imgsim.Engine, page: str) -> None:
     """Upload, camera and example inputs; the latest one used becomes the query."""
+    st.text_input("Words", **state.remembered(state.WORDS, ""), placeholder="blue casual shirt",
+                  help="Searched in the catalogue's names, categories and other text; with a photo, "
+                       "they re-rank what looks like it (“this, but in blue”).")
     upload = widget_key("upload", page)
     st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
                      max_upload_size=MAX_UPLOAD_BYTES // 2**20,
@@ -73,14 +76,19 @@ def current_query(engine: imgsim.Engine) -> Query | None:
     return query
 
 
-def run_query(engine: imgsim.Engine, query: Query, approach: str, k: int,
+def run_query(engine: imgsim.Engine, query: Query | None, approach: str | None, k: int,
               category: str | None) -> imgsim.SearchResult | None:
-    """Runs one search, turning user-fixable problems into messages."""
+    """Runs one search with the sidebar's filters and the words, turning user-fixable problems
+    into messages. Without a query, the words alone are searched (None when there are none)."""
+    where, words = state.search_where(), state.search_words()
     try:
+        if query is None:
+            return engine.search_text(words, k, category=category, where=where) if words else None
         if query.kind == "item":
-            return engine.search_item(query.row, approach, k, category=category)
+            return engine.search_item(query.row, approach, k, category=category, where=where, text=words)
         regions = None if st.session_state.get(state.REGIONS, True) else False
-        return engine.search(query.rgb, approach, k, category=category, box=query.box, regions=regions)
+        return engine.search(query.rgb, approach, k, category=category, box=query.box, regions=regions,
+                             where=where, text=words)
     except (ValueError, imgsim.ImgsimError) as err:
         st.error(plain(err))
         return None

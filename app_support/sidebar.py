@@ -1,4 +1,4 @@
-"""The shared sidebar: catalogue, approach, k, category and region search.
+"""The shared sidebar: catalogue, approach, k, category, filters on other columns and region search.
 
 The entry script draws it once per run, before the page, so its values persist across pages
 (Streamlit's own multipage pattern); a page asks :func:`current_engine` for the result.
@@ -11,6 +11,7 @@ import streamlit as st
 import imgsim
 from app_support import edit_rights, state
 from app_support.engine import build_with_progress, engine_for
+from app_support.text import plain
 from app_support.uploads import public_message
 
 MAX_K = 100
@@ -70,6 +71,40 @@ def sidebar_search_options(engine: imgsim.Engine) -> None:
         st.session_state[state.CATEGORY] = categories[0]
     # Options of a selectbox are shown as text, never as Markdown.
     st.sidebar.selectbox("Category", categories, **state.remembered(state.CATEGORY, categories[0]))
+    sidebar_filters(engine)
+
+
+ANY = "Any"
+
+
+def sidebar_filters(engine: imgsim.Engine) -> None:
+    """Filters on the catalogue's own columns, in an expander: a choice for a column of a few
+    values, a range for a numeric one. The conditions go to ``state.WHERE`` for the pages."""
+    conditions = []
+    choices = engine.filter_choices()
+    if choices:
+        with st.sidebar.expander("Filters", icon=":material/filter_list:"):
+            for column, (kind, *values) in choices.items():
+                key = state.WHERE_PREFIX + column
+                label = plain(column)  # a widget label renders Markdown; a column name is the catalogue's
+                if kind == "choices":
+                    options = [ANY, *values]
+                    if st.session_state.get(key) not in options:
+                        st.session_state[key] = ANY
+                    chosen = st.selectbox(label, options, **state.remembered(key, ANY))
+                    if chosen != ANY:
+                        conditions.append(imgsim.Condition(column, "=", chosen))
+                    continue
+                low, high = values
+                kept = st.session_state.get(key)
+                if not (isinstance(kept, tuple) and len(kept) == 2 and low <= kept[0] <= kept[1] <= high):
+                    st.session_state[key] = (low, high)
+                lo, hi = st.slider(label, low, high, **state.remembered(key, (low, high)))
+                if lo > low:
+                    conditions.append(imgsim.Condition(column, ">=", repr(lo)))
+                if hi < high:
+                    conditions.append(imgsim.Condition(column, "<=", repr(hi)))
+    st.session_state[state.WHERE] = tuple(conditions)
 
 
 def draw_sidebar() -> imgsim.Engine | None:

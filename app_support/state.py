@@ -27,6 +27,9 @@ APPROACH = "approach"              #: the sidebar's approach
 K = "k"                            #: the sidebar's number of results
 REGIONS = "regions"                #: the sidebar's region-search toggle
 CATEGORY = "category"              #: the sidebar's category filter
+WHERE = "where"                    #: the sidebar's filters on other columns, as conditions (set each run)
+WHERE_PREFIX = "where:"            #: + a column name: that column's filter widget's value
+WORDS = "words"                    #: the words searched with (or without) the photo
 RECON_RANDOM = "recon_random"      #: the rows the Reconstructions page drew at random
 RECON_ITEM = "recon_item"          #: the Reconstructions page's Browse slider
 ENGINE_THIS_RUN = "_engine_this_run"  #: the engine the sidebar picked in this run
@@ -109,6 +112,8 @@ def forget_stale_state() -> None:
         del st.session_state[QUERY]
     for key in PER_CATALOG:
         st.session_state.pop(key, None)
+    for key in [k for k in st.session_state if str(k).startswith(WHERE_PREFIX)]:
+        del st.session_state[key]
 
 
 def search_options() -> tuple[str | None, int, str | None]:
@@ -126,3 +131,14 @@ def edit_keys() -> dict[str, str]:
 def notify(level: str, markdown: str) -> None:
     """Keeps a message (``success``, ``info``, ``error``) for the Catalogue page's next run."""
     st.session_state.setdefault(NOTICES, []).append((level, markdown))
+
+
+def search_where() -> tuple:
+    """The sidebar's filters on columns other than the category (``imgsim.Condition`` values)."""
+    return tuple(st.session_state.get(WHERE, ()))
+
+
+def search_words() -> str | None:
+    """The words of the text box, or None when it is empty."""
+    words = str(st.session_state.get(WORDS) or "").strip()
+    return words or None

@@ -8,7 +8,7 @@ import streamlit as st
 
 import imgsim
 from app_support import state
-from app_support.query import set_item_query
+from app_support.query import set_item_query, with_box
 from app_support.state import Query, widget_key
 from app_support.text import plain, shorten
 
@@ -73,18 +73,33 @@ def card_text(item: dict, unit: str) -> str:
     return f"**{item['rank']}.** {plain(name)}  \n{' · '.join(details)}  \n{unit} {item['score']:.3f}"
 
 
-def result_grid(engine: imgsim.Engine, result: imgsim.SearchResult, key: str, columns: int = 4) -> None:
-    """Thumbnails with name, category, price and score; each can become the next query."""
+#: What a result card calls its score, by the result's metric.
+SCORE_UNITS = {"cosine": "similarity", "euclidean": "distance", "bm25": "words score", "photo+words": "score"}
+
+
+def result_grid(engine: imgsim.Engine, result: imgsim.SearchResult, key: str, columns: int = 4,
+                query: Query | None = None) -> None:
+    """Thumbnails with name, category, price and score; each can become the next query.
+
+    With a photo query, a card whose score came from a part of the photo shows that part on
+    the photo when tapped ("Matched part").
+    """
     if result.items.empty:
-        st.info("No item matches (is the category filter too narrow?).")
+        st.info("No item matches (are the filters too narrow?).")
         return
-    unit = "similarity" if result.metric == "cosine" else "distance"
+    unit = SCORE_UNITS.get(result.metric, "score")
     rows = result.items.to_dict("records")
+    photo = query.rgb if query is not None and query.kind == "image" and query.box is None else None
     for start in range(0, len(rows), columns):
         cols = st.columns(columns)
         for col, item in zip(cols, rows[start:start + columns]):
             with col:
                 st.image(item["thumb_path"], width="stretch")
                 st.markdown(card_text(item, unit))
+                box = item.get("matched_box")
+                if photo is not None and box is not None:
+                    with st.popover("Matched part", icon=":material/crop_free:", width="stretch"):
+                        st.image(with_box(photo, box), width="stretch",
+                                 caption="The part of your photo that gave this score")
                 st.button("More like this", key=f"{key}-more-{item['row']}", on_click=set_item_query,
                           args=(engine, item["row"]), width="stretch")

@@ -24,6 +24,7 @@ _EXPORTS = {
     "SearchResult": "imgsim.engine",
     "Reconstruction": "imgsim.engine",
     "decode_query": "imgsim.engine",
+    "Condition": "imgsim.index.conditions",
     "current_version": "imgsim.engine",
     # approaches
     "APPROACHES": "imgsim.approaches",

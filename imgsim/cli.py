@@ -208,9 +208,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _result_rows(result) -> list[dict[str, Any]]:
-    columns = [c for c in ("rank", "id", "score", "name", "category", "price", "thumb_path") if c in result.items]
-    return [{c: (float(v) if c == "score" else v) for c, v in row.items()}
+    columns = [c for c in ("rank", "id", "score", "photo_score", "text_score", "name", "category", "price",
+                           "matched_box", "thumb_path") if c in result.items]
+    scores = ("score", "photo_score", "text_score")
+    return [{c: (float(v) if c in scores else list(v) if c == "matched_box" and v is not None else v)
+             for c, v in row.items()}
             for row in result.items[columns].to_dict("records")]
+
+
+def _answer_json(result) -> dict[str, Any]:
+    """One approach's answer as ``query --json`` prints it."""
+    return {"label": result.label, "metric": result.metric, "regions": result.regions,
+            "auto_box": list(result.auto_box) if result.auto_box else None,
+            "seconds": round(result.seconds, 4), "results": _result_rows(result)}
 
 
 MAX_QUERY_PHOTOS = 10_000
@@ -273,10 +283,25 @@ def _cannot_answer(command: str, usable: list[str], missing: dict[str, str],
 
 def cmd_query(args: argparse.Namespace) -> int:
     from imgsim.engine import Engine, decode_query
+    from imgsim.index import Filter
     from imgsim.ingest.images import ImageDecodeError
+    from imgsim.text import check_words
 
     box = parse_box(args.box)
+    if not args.photos and args.text is None:
+        raise ValueError("give at least one PHOTO, or --text WORDS")
     engine = Engine.open(resolve_catalog(args.catalog))
+    where = tuple(args.where or ())
+    if not args.photos:  # words alone
+        result = engine.search_text(args.text, args.k, category=args.category, where=where)
+        answers = [{"photo": None, "error": None, "approaches": {result.approach: _answer_json(result)},
+                    "unavailable": {}}]
+        _print_answers(answers, args.json)
+        return 0
+    # A bad filter or words without a word: one error before any photo, not one per photo.
+    Filter(args.category, where=where).mask(engine.items)
+    if args.text is not None:
+        check_words(args.text)
     photos = _query_photos(args.photos)
     chosen = _approach_list(args.approach)
     approaches, missing = _requested(engine, chosen)
@@ -297,33 +322,35 @@ def cmd_query(args: argparse.Namespace) -> int:
             rgb = decode_query(photo)
             for approach in approaches:
                 result = engine.search(rgb, approach, args.k, category=args.category, box=box,
-                                       regions=args.regions)
-                answer["approaches"][approach] = {
-                    "label": result.label, "metric": result.metric, "regions": result.regions,
-                    "auto_box": list(result.auto_box) if result.auto_box else None,
-                    "seconds": round(result.seconds, 4), "results": _result_rows(result)}
+                                       regions=args.regions, where=where, text=args.text)
+                answer["approaches"][approach] = _answer_json(result)
         except (ImageDecodeError, ValueError) as err:
             answer["error"] = str(err)
             print(f"imgsim query: error: {err}", file=sys.stderr)
             failed += 1
         answers.append(answer)
-    if args.json:
-        print(json.dumps(answers, indent=2, default=str))
-    else:
-        for answer in answers:
-            if len(answers) > 1:
-                print(f"== {answer['photo']}" + (": could not be searched" if answer["error"] else ""))
-            for found in answer["approaches"].values():
-                print(f"{found['label']} ({found['metric']}, {found['seconds'] * 1000:.0f} ms)")
-                for row in found["results"]:
-                    print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {str(row['name'])[:60]}  "
-                          f"[{row['category']}]")
+    _print_answers(answers, args.json)
     if failed:
         if len(answers) > 1:
             print(f"imgsim query: error: {failed} of {len(answers)} photos could not be searched",
                   file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def _print_answers(answers: list[dict[str, Any]], as_json: bool) -> None:
+    """``query``'s answers as JSON, or as lines of rank, score, id, name and category."""
+    if as_json:
+        print(json.dumps(answers, indent=2, default=str))
+        return
+    for answer in answers:
+        if len(answers) > 1:
+            print(f"== {answer['photo']}" + (": could not be searched" if answer["error"] else ""))
+        for found in answer["approaches"].values():
+            print(f"{found['label']} ({found['metric']}, {found['seconds'] * 1000:.0f} ms)")
+            for row in found["results"]:
+                print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {str(row['name'])[:60]}  "
+                      f"[{row['category']}]")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -470,9 +497,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="the items most similar to one or more photos")
     p.add_argument("catalog", help="catalogue directory or name")
-    p.add_argument("photos", nargs="+", metavar="PHOTO",
+    p.add_argument("photos", nargs="*", metavar="PHOTO",
                    help="image files (JPEG, PNG, WebP, HEIC, ...) or folders of them; one process "
-                        "answers them all")
+                        "answers them all (none with --text: words alone)")
     p.add_argument("--approach", default="pretrained",
                    help=f"one of {', '.join(approaches_mod.names())}, a comma-separated list, or 'all' "
                         "(default pretrained)")
@@ -485,6 +512,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=number(int, *K_RANGE), default=5,
                    help=f"number of results, {span(*K_RANGE)} (default 5)")
     p.add_argument("--category", help="only items of this category")
+    p.add_argument("--where", action="append", metavar="CONDITION",
+                   help="only items meeting it: COLUMN=VALUE, COLUMN>=NUMBER or COLUMN<=NUMBER on any "
+                        "column of the items table (an unknown column's error lists them); repeatable, all must hold")
+    p.add_argument("--text", metavar="WORDS",
+                   help="words searched in the catalogue's names, categories, labels and text columns "
+                        "(BM25); with photos, they re-rank what looks like each photo")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_query)
 

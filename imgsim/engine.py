@@ -22,6 +22,7 @@ from imgsim import approaches as approaches_mod
 from imgsim.approaches import AUTOENCODER, PRETRAINED, TUNED  # noqa: F401 (re-exported)
 from imgsim.approaches.base import Drift
 from imgsim.index import SearchBackend
+from imgsim.index.conditions import Condition, column_choices, filterable_columns
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.images import ImageSource
 from imgsim.loader import Loader, artifact_version, current_version  # noqa: F401 (re-exported)
@@ -77,6 +78,16 @@ class Engine:
     def categories(self) -> list[str]:
         """The catalogue's non-empty categories, sorted."""
         return sorted(c for c in self.items["category"].unique() if c)
+
+    def columns(self) -> list[str]:
+        """The columns a ``where`` condition may name, in table order."""
+        return filterable_columns(self.items)
+
+    def filter_choices(self) -> dict[str, tuple]:
+        """What a filter form offers per column: ``("range", low, high)`` for numeric columns,
+        ``("choices", value, ...)`` for text columns with a few values (see
+        :func:`imgsim.index.conditions.column_choices`)."""
+        return column_choices(self.items)
 
     def store(self, approach: str) -> Store:
         """The store of ``approach``; raises ``ValueError`` saying why it is unavailable."""
@@ -134,6 +145,8 @@ class Engine:
         metric: str | None = None,
         box: tuple[int, int, int, int] | None = None,
         regions: bool | None = None,
+        where: tuple[str | Condition, ...] = (),
+        text: str | None = None,
     ) -> SearchResult:
         """The ``k`` catalogue items most similar to ``image``.
 
@@ -150,23 +163,45 @@ class Engine:
                 vectors (the whole photo, grid windows and automatic product boxes) and each item
                 scores by its best region, which finds a product photographed in a scene. ``None``
                 (default) turns it on where the approach supports it; ignored with ``box``.
+            where: Conditions on any column of the items table, every result meets them:
+                ``"colour=Blue"``, ``"price>=10"``, ``"price<=99"`` (or
+                :class:`~imgsim.index.conditions.Condition` values); ``k`` come back whenever ``k``
+                items pass (see :meth:`columns` for the columns).
+            text: Words that re-rank what looks like the photo ("this, but in blue"; see
+                :mod:`imgsim.text`): results then also carry ``photo_score`` and ``text_score``.
 
         Raises:
             imgsim.ingest.images.ImageDecodeError: The image cannot be decoded.
-            ValueError: Bad ``k`` or ``box``, unknown approach or category, or the approach is
-                unavailable.
+            ValueError: Bad ``k`` or ``box``, unknown approach or category, the approach is
+                unavailable, or words with no letter or digit.
+            imgsim.index.conditions.FilterError: A condition names a column the catalogue lacks
+                (the message lists its columns) or a value the column cannot hold.
         """
         return self._query.search(image, approach, k, category=category, exclude_id=exclude_id,
-                                  metric=metric, box=box, regions=regions)
+                                  metric=metric, box=box, regions=regions, where=where, text=text)
 
     def search_item(self, row: int, approach: str = PRETRAINED, k: int = 10, *,
-                    category: str | None = None, metric: str | None = None) -> SearchResult:
-        """"More like this": item ``row`` of the catalogue as the query, itself excluded."""
-        return self._query.search_item(row, approach, k, category=category, metric=metric)
+                    category: str | None = None, metric: str | None = None,
+                    where: tuple[str | Condition, ...] = (), text: str | None = None) -> SearchResult:
+        """"More like this": item ``row`` of the catalogue as the query, itself excluded (``where``
+        and ``text`` as in :meth:`search`)."""
+        return self._query.search_item(row, approach, k, category=category, metric=metric, where=where,
+                                       text=text)
+
+    def search_text(self, text: str, k: int = 10, *, category: str | None = None,
+                    where: tuple[str | Condition, ...] = ()) -> SearchResult:
+        """The ``k`` items whose words best match ``text`` (BM25 over name, category, label and
+        every text column; see :mod:`imgsim.text`). Items matching no word are not returned.
+
+        Raises:
+            ValueError: ``k <= 0``, words with no letter or digit, or a bad filter (as :meth:`search`).
+        """
+        return self._query.search_text(text, k, category=category, where=where)
 
     def compare(self, image: ImageSource | np.ndarray, k: int = 10, *,
                 approaches: list[str] | None = None, row: int | None = None,
-                category: str | None = None) -> dict[str, SearchResult]:
+                category: str | None = None, where: tuple[str | Condition, ...] = (),
+                text: str | None = None) -> dict[str, SearchResult]:
         """The same query through several approaches (all available ones by default).
 
         Args:
@@ -175,12 +210,15 @@ class Engine:
             approaches: Which approaches; default: every available one.
             row: Use catalogue item ``row`` as the query instead (itself excluded).
             category: Only items of this category.
+            where: Conditions on any column (as in :meth:`search`).
+            text: Words that re-rank each approach's results (as in :meth:`search`).
         """
         approaches = approaches or self.approaches()
         if row is not None:
-            return {a: self.search_item(row, a, k, category=category) for a in approaches}
+            return {a: self.search_item(row, a, k, category=category, where=where, text=text)
+                    for a in approaches}
         rgb = as_rgb(image, QUERY_MAX_SIDE)
-        return {a: self.search(rgb, a, k, category=category) for a in approaches}
+        return {a: self.search(rgb, a, k, category=category, where=where, text=text) for a in approaches}
 
     # -- views and analytics (see imgsim.views) ---------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The query pipeline: decode a photo, embed it (whole, boxed or by regions), search, make the frame.
 
 The search itself is the approach's backend's (:class:`imgsim.index.SearchBackend`): this module
-never knows whether exact search, a graph or a service answers.
+never knows whether exact search, a graph or a service answers. Words (:mod:`imgsim.text`) are
+searched alone, or re-rank the photo's results; each photo result carries the part of the photo
+that produced its score (``matched_box``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import numpy as np
 import pandas as pd
 
 from imgsim import approaches as approaches_mod
+from imgsim import text as text_mod
 from imgsim.index import Filter, Hits
-from imgsim.ingest.images import ImageSource, crop, decode_image, to_square
+from imgsim.ingest.images import ImageSource, clip_box, crop, decode_image, to_square
 from imgsim.loader import Loader
+
+#: The name of the words-only answer (:meth:`QueryPipeline.search_text`), beside the approaches'.
+WORDS = "words"
 
 #: Largest side a query photo is decoded at: region search's 448 px pass (JPEG draft mode makes a
 #: 12 MP photo cheap: 63 ms against 375 ms at 1024 in the phone-photo benchmark).
@@ -28,10 +34,14 @@ class SearchResult:
 
     Attributes:
         approach: Which approach answered.
-        items: One row per hit, best first: ``rank``, ``row``, ``score``, and the catalogue's
-            columns (``id``, ``name``, ``category``, ``label``, ``thumb_path``, metadata).
-        query_image: The query as the model saw it, ``(S, S, 3)`` uint8.
-        metric: ``cosine`` (score: higher is closer) or ``euclidean`` (score: a distance).
+        items: One row per hit, best first: ``rank``, ``row``, ``score``, ``matched_box`` (the
+            part of the query photo that produced the score, ``(x0, y0, x1, y1)`` in the decoded
+            photo's pixels; None for a catalogue item or words alone), and the catalogue's
+            columns (``id``, ``name``, ``category``, ``label``, ``thumb_path``, metadata). With
+            words, also ``photo_score`` and ``text_score`` (BM25).
+        query_image: The query as the model saw it, ``(S, S, 3)`` uint8 (None for words alone).
+        metric: ``cosine`` (score: higher is closer), ``euclidean`` (score: a distance),
+            ``bm25`` (words alone) or ``photo+words`` (the fused score, higher is closer).
         seconds: Wall time from the query as given to the results: decoding (when the query was
             bytes or a path), embedding and search.
         search_seconds: Wall time of the search step alone.
@@ -42,7 +52,7 @@ class SearchResult:
 
     approach: str
     items: pd.DataFrame
-    query_image: np.ndarray
+    query_image: np.ndarray | None
     metric: str
     seconds: float
     search_seconds: float
@@ -86,21 +96,24 @@ class QueryPipeline:
         self.loader = loader
         self.items = loader.items
         self._last_regions: tuple | None = None
+        self._text = text_mod.LazyTextIndex(loader.items)
 
     def search(self, image: ImageSource | np.ndarray, approach: str, k: int, *, category: str | None,
                exclude_id: str | None, metric: str | None, box: tuple[int, int, int, int] | None,
-               regions: bool | None) -> SearchResult:
+               regions: bool | None, where: tuple = (), text: str | None = None) -> SearchResult:
         """:meth:`imgsim.engine.Engine.search` (see there)."""
         if k <= 0:
             raise ValueError(f"`k` must be >= 1. Received: k={k}")
         model = self.loader.model(approach)
+        search_filter = self._filter(category, exclude_id, where)  # a bad filter fails before any work
         started = time.perf_counter()
         rgb = as_rgb(image)
+        whole = (0, 0, rgb.shape[1], rgb.shape[0])
         if box is not None:
+            box = clip_box(box, rgb.shape[:2])
             rgb = crop(rgb, box)
         square = to_square(rgb, model.image_size)
         embedder = self.loader.region_embedder(approach) if box is None and regions is not False else None
-        search_filter = self._filter(category, exclude_id)
         if embedder is None:
             if regions and box is None:
                 raise ValueError(f"region search is not available for {approach}: "
@@ -109,17 +122,19 @@ class QueryPipeline:
             if product is not None:  # the latent of a photo is mostly scene: search the product's box
                 square = to_square(crop(rgb, product), model.image_size)
             vector = model.embed(square[None])[0]
-            return self._answer(approach, vector[None], square, k, search_filter, metric, started)
+            matched = np.asarray([box or product or whole], np.int64)
+            return self._answer(approach, vector[None], square, k, search_filter, metric, started,
+                                boxes=matched, text=text)
         query = self.region_query(embedder, rgb)
         vectors = approaches_mod.get(approach).region_vectors(model, query.vectors)
         result = self._answer(approach, vectors, square, k, search_filter, metric, started,
-                              regions=query.kinds)
+                              regions=query.kinds, boxes=query.boxes, text=text)
         result.auto_box = query.auto_box
         result.regions = len(vectors)
         return result
 
     def search_item(self, row: int, approach: str, k: int, *, category: str | None,
-                    metric: str | None) -> SearchResult:
+                    metric: str | None, where: tuple = (), text: str | None = None) -> SearchResult:
         """:meth:`imgsim.engine.Engine.search_item` (see there)."""
         if not 0 <= row < len(self.items):
             raise ValueError(f"`row` must be in [0, {len(self.items)}). Received: row={row}")
@@ -127,7 +142,20 @@ class QueryPipeline:
         store = self.loader.store(approach)
         vector = np.asarray(store.embeddings[row])
         square = self.loader.catalog.load_square(row, int(store.manifest["image_size"]))
-        return self._answer(approach, vector[None], square, k, Filter(category, (row,)), metric, started)
+        return self._answer(approach, vector[None], square, k, Filter(category, (row,), where), metric,
+                            started, text=text)
+
+    def search_text(self, text: str, k: int, *, category: str | None, where: tuple = ()) -> SearchResult:
+        """:meth:`imgsim.engine.Engine.search_text` (see there)."""
+        if k <= 0:
+            raise ValueError(f"`k` must be >= 1. Received: k={k}")
+        search_filter = self._filter(category, None, where)
+        started = time.perf_counter()
+        index = self._text.get()
+        hits = index.search(text, k, search_filter.mask(self.items))
+        seconds = time.perf_counter() - started
+        return SearchResult(WORDS, self.hits_frame(hits), None, "bm25", seconds, seconds,
+                            f"Words (BM25 over {', '.join(index.columns)})")
 
     def product_box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         """The automatic product box of a photo (None for a studio shot, or without CNN features).
@@ -150,36 +178,63 @@ class QueryPipeline:
         self._last_regions = (rgb, embedder, query)
         return query
 
-    def hits_frame(self, hits: Hits) -> pd.DataFrame:
-        """The first query's hits as rows of the items table, with ``rank``, ``row`` and ``score``."""
+    def hits_frame(self, hits: Hits, boxes: np.ndarray | None = None) -> pd.DataFrame:
+        """The first query's hits as rows of the items table, with ``rank``, ``row``, ``score`` and
+        ``matched_box``.
+
+        Args:
+            hits: The hits.
+            boxes: ``(R, 4)``: the box of each query vector (one for a single vector), or None.
+        """
         rows, scores = hits.rows[0], hits.scores[0]
         frame = self.items.iloc[rows].copy()
+        if boxes is None:
+            matched = [None] * len(rows)
+        else:
+            winners = hits.regions[0] if hits.regions is not None else np.zeros(len(rows), np.int64)
+            matched = [tuple(int(v) for v in boxes[w]) for w in winners]
+        frame.insert(0, "matched_box", matched)
         frame.insert(0, "score", scores)
         frame.insert(0, "row", rows)
         frame.insert(0, "rank", np.arange(1, len(rows) + 1))
         return frame.reset_index(drop=True)
 
-    def _filter(self, category: str | None, exclude_id: str | None) -> Filter:
-        """The search filter: a category, and the row of ``exclude_id`` (an unknown id excludes nothing)."""
-        if exclude_id is None:
-            return Filter(category)
-        matches = np.flatnonzero(self.items["id"].to_numpy() == exclude_id)
-        return Filter(category, (int(matches[0]),) if len(matches) else ())
+    def _filter(self, category: str | None, exclude_id: str | None, where: tuple = ()) -> Filter:
+        """The search filter: a category, conditions, and the row of ``exclude_id`` (an unknown id
+        excludes nothing); checked against the items table here, so a bad one fails at once."""
+        rows: tuple[int, ...] = ()
+        if exclude_id is not None:
+            matches = np.flatnonzero(self.items["id"].to_numpy() == exclude_id)
+            rows = (int(matches[0]),) if len(matches) else ()
+        search_filter = Filter(category, rows, tuple(where or ()))
+        search_filter.mask(self.items)
+        return search_filter
 
     def _answer(self, approach: str, vectors: np.ndarray, square: np.ndarray, k: int, search_filter: Filter,
-                metric: str | None, started: float, regions: tuple[str, ...] | bool = False) -> SearchResult:
+                metric: str | None, started: float, regions: tuple[str, ...] | bool = False,
+                boxes: np.ndarray | None = None, text: str | None = None) -> SearchResult:
         """Searches the approach's backend with one vector, or with region vectors (each item
-        scored by its best region; ``regions`` is then True or the regions' kinds), and makes the result."""
+        scored by its best region; ``regions`` is then True or the regions' kinds), re-ranks by
+        ``text`` when given (:func:`imgsim.text.fuse`), and makes the result."""
         backend = self.loader.backend(approach, metric)
+        text_scores = self._text.get().scores(text) if text is not None else None
         t0 = time.perf_counter()
+        pool = k if text is None else max(k, text_mod.POOL, text_mod.POOL_PER_K * k)
         if regions is False:
-            hits = backend.search(vectors, k, filter=search_filter)
+            hits = backend.search(vectors, pool, filter=search_filter)
         else:
             kinds = regions if isinstance(regions, tuple) else None
-            hits = backend.search_regions(vectors, k, filter=search_filter, kinds=kinds)
+            hits = backend.search_regions(vectors, pool, filter=search_filter, kinds=kinds)
+        if text_scores is not None:
+            hits, photo_scores, word_scores = text_mod.fuse(
+                hits, text_scores, k, higher_is_closer=backend.metric.value == "cosine")
         search_seconds = time.perf_counter() - t0
         store = self.loader.store(approach)
-        return SearchResult(approach, self.hits_frame(hits), square, backend.metric.value,
+        frame = self.hits_frame(hits, boxes)
+        if text_scores is not None:
+            frame.insert(frame.columns.get_loc("score") + 1, "photo_score", photo_scores)
+            frame.insert(frame.columns.get_loc("photo_score") + 1, "text_score", word_scores)
+        return SearchResult(approach, frame, square, "photo+words" if text is not None else backend.metric.value,
                             time.perf_counter() - started, search_seconds,
                             approaches_mod.get(approach).label(store.manifest))
 

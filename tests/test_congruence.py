@@ -3,7 +3,8 @@
 Modelled on qdrant-client's congruence tests: exact search, the HNSW graph and Milvus Lite
 (embedded) are opened by the factory on the same small store and must give the brute-force
 answer (an ``argsort`` oracle written here, not the exact index) for plain, category-filtered,
-excluded and region queries. A backend added to :data:`imgsim.index.factory.KINDS` is picked up
+excluded and region queries (with the region that won each row), and for conditions on any
+column (``COLUMN=VALUE``, ``COLUMN>=N``, ``COLUMN<=N``), narrow and wide. A backend added to :data:`imgsim.index.factory.KINDS` is picked up
 by the parametrisation; its setup goes in :data:`SETUPS`.
 """
 
@@ -26,6 +27,7 @@ from imgsim.storage.stores import Store, model_spec, write_store
 N, DIM, K = 300, 16, 7
 APPROACH = "pretrained"
 CATEGORIES = ["shoes", "bags", 'say "hi"']
+COLOURS = ["Blue", "Red", 'navy "blue"', "Grey"]
 
 
 class Fake:
@@ -80,7 +82,9 @@ def make_store(root: Path, metric: str) -> tuple[Catalog, Store]:
     ids[3] = 'it"em 3'
     items = pd.DataFrame({"id": ids, "status": OK, "category": [CATEGORIES[i % 3] for i in range(N)],
                           "label": [f"l{i % 5}" for i in range(N)], "sha256": ids, "source": ids,
-                          "thumb": [f"thumbs/{i}.png" for i in range(N)]})
+                          "thumb": [f"thumbs/{i}.png" for i in range(N)],
+                          "colour": [COLOURS[i % 4] for i in range(N)],
+                          "price": [float((i * 37) % 200) for i in range(N)]})
     catalog = Catalog(root, {"source": "test"}, items)
     return catalog, write_store(catalog, APPROACH, Fake(), vectors, metric=metric)
 
@@ -185,9 +189,92 @@ def test_region_queries(opened, metric):
     got = backend.search_regions(regions, K, kinds=("whole", "grid", "grid", "box"))
     assert got.rows.shape == (1, K)
     assert_congruent(got, oracle(vectors, regions, metric, K, everything))
+    # which region gave each row its score (the matched box of a photo's result)
+    if metric == "cosine":
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        won = (regions / np.linalg.norm(regions, axis=1, keepdims=True) @ unit.T).argmax(axis=0)
+    else:
+        won = np.linalg.norm(vectors[None] - regions[:, None], axis=2).argmin(axis=0)
+    assert got.regions is not None and got.regions[0].tolist() == won[got.rows[0]].tolist()
     eligible = (catalog.ok["category"] == CATEGORIES[1]).to_numpy() & (np.arange(N) != 40)
     got = backend.search_regions(regions, K, filter=Filter(CATEGORIES[1], (40,)))
     assert_congruent(got, oracle(vectors, regions, metric, K, eligible))
+
+
+#: Conditions on columns Milvus does not store: a text column (a value with quotes), a numeric
+#: range, a narrow one (a handful of rows: HNSW's exact fallback, Milvus's "id in" list), a wide
+#: one (Milvus's "id not in" list) and a category with a condition.
+WHERE_CASES = [
+    (None, ("colour=Blue",)),
+    (None, ('colour=navy "blue"',)),
+    (None, ("price>=50", "price<=120")),
+    (None, ("price<=4",)),
+    (None, ("price>=10",)),
+    (CATEGORIES[1], ("colour=Grey", "price>=20")),
+]
+
+
+def where_eligible(catalog: Catalog, category: str | None, where: tuple[str, ...]) -> np.ndarray:
+    """The oracle's rows for a filter, from the table written in make_store (not Filter.mask)."""
+    items = catalog.ok
+    eligible = np.ones(N, dtype=bool) if category is None else (items["category"] == category).to_numpy()
+    for text in where:
+        if text.startswith("colour="):
+            eligible = eligible & (items["colour"] == text.split("=", 1)[1]).to_numpy()
+        elif ">=" in text:
+            eligible = eligible & (items["price"] >= float(text.split(">=")[1])).to_numpy()
+        else:
+            eligible = eligible & (items["price"] <= float(text.split("<=")[1])).to_numpy()
+    return eligible
+
+
+@pytest.mark.parametrize(("category", "where"), WHERE_CASES)
+def test_conditions_on_any_column(opened, metric, category, where):
+    """k results whenever k rows pass, and exactly the oracle's, however narrow the filter."""
+    name, backend, store, catalog = opened
+    vectors = np.asarray(store.embeddings)
+    queries = queries_for(store)
+    eligible = where_eligible(catalog, category, where)
+    assert 0 < eligible.sum() < N
+    got = backend.search(queries, K, filter=Filter(category, where=where))
+    assert got.rows.shape == (len(queries), min(K, int(eligible.sum())))
+    for q in range(len(queries)):
+        assert eligible[got.rows[q]].all()
+        assert_congruent(got, oracle(vectors, queries[q:q + 1], metric, K, eligible), q)
+    regions = vectors[[40, 151]] + 0.1
+    got = backend.search_regions(regions, K, filter=Filter(category, (40,), where))
+    assert_congruent(got, oracle(vectors, regions, metric, K, eligible & (np.arange(N) != 40)))
+
+
+def test_milvus_id_lists_push_conditions_into_the_graph_search(opened, metric, monkeypatch):
+    """With the exact fallback off, Milvus answers conditions through its id lists."""
+    name, backend, store, catalog = opened
+    if name != "milvus":
+        pytest.skip("Milvus only")
+    from imgsim.index import milvus_search
+
+    monkeypatch.setattr(milvus_search, "EXACT_BELOW", 0)
+    queries = queries_for(store)
+    # a quarter and a third of the rows ("id in"), and nearly all of them ("id not in")
+    for category, where in (WHERE_CASES[0], WHERE_CASES[2], WHERE_CASES[4]):
+        eligible = where_eligible(catalog, category, where)
+        got = backend.search(queries, K, filter=Filter(category, where=where))
+        for q in range(len(queries)):
+            assert_congruent(got, oracle(np.asarray(store.embeddings), queries[q:q + 1], metric, K, eligible), q)
+
+
+def test_conditions_that_cannot_hold_are_refused(opened):
+    name, backend, store, catalog = opened
+    queries = queries_for(store)
+    with pytest.raises(ValueError, match=r"no column 'size'; its columns are: id, category, label, colour, price"):
+        backend.search(queries, K, filter=Filter(where=("size=M",)))
+    with pytest.raises(ValueError, match="colour is not a numeric column"):
+        backend.search(queries, K, filter=Filter(where=("colour>=3",)))
+    with pytest.raises(ValueError, match="no item has colour = 'Purple'"):
+        backend.search(queries, K, filter=Filter(where=("colour=Purple",)))
+    # conditions that each hold but never together: an empty answer, not an error
+    got = backend.search(queries, K, filter=Filter(where=("price>=150", "price<=20")))
+    assert got.rows.shape == (len(queries), 0)
 
 
 def test_k_larger_than_the_filtered_rows(opened, metric):
@@ -206,6 +293,13 @@ def test_filter_values_say_what_they_received():
         Filter(exclude_rows=(-1,))
     with pytest.raises(ValueError, match="`category` must be a string or None. Received: category=3"):
         Filter(3)
+    assert [str(c) for c in Filter(where=(" price >= 10 ", "colour=a=b")).where] == ["price>=10", "colour=a=b"]
+    with pytest.raises(ValueError, match="must read COLUMN=VALUE, COLUMN>=NUMBER or COLUMN<=NUMBER. Received: 'blue'"):
+        Filter(where=("blue",))
+    with pytest.raises(ValueError, match="price>= needs a number. Received: 'cheap'"):
+        Filter(where=("price>=cheap",))
+    with pytest.raises(ValueError, match="`where` must be a sequence of conditions"):
+        Filter(where="price>=3")
 
 
 def test_the_factory_refuses_unknown_backends_and_locations(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from imgsim.errors import ImgsimError
+from imgsim.index.conditions import Condition, conditions_mask
 
 if TYPE_CHECKING:
     from imgsim.ingest.catalog import Catalog
@@ -38,10 +39,13 @@ class Hits:
         rows: ``(Q, k)`` int64 row indices, best first.
         scores: ``(Q, k)`` float32: cosine similarity (higher is closer) or euclidean distance
             (lower is closer), by the index's metric.
+        regions: For a region query, ``(1, k)`` int64: which of the query's vectors gave each
+            row its score (the first on a tie); None otherwise.
     """
 
     rows: np.ndarray
     scores: np.ndarray
+    regions: np.ndarray | None = None
 
 
 class BackendError(ImgsimError, RuntimeError):
@@ -56,18 +60,20 @@ class StaleBackendError(BackendError):
 class Filter:
     """Which rows a search may return; the same value is pushed into every backend.
 
-    Conditions on the catalogue's columns (today ``category``) become a row mask for exact and
-    HNSW search and an escaped expression for Milvus; a later condition type (``COLUMN=VALUE``,
-    ``COLUMN>=N``) is one more field here, evaluated by :meth:`mask` and translated by each
-    backend that pushes filters into a service.
+    Conditions on the catalogue's columns (``category``, and :class:`~imgsim.index.conditions.Condition`
+    values on any column) become a row mask for exact and HNSW search (so ``k`` results come back
+    whenever ``k`` rows pass) and an escaped expression for Milvus.
 
     Attributes:
         category: Only rows of this category (``None`` or ``""``: any).
         exclude_rows: Rows left out of every query's results (a catalogue item used as the query).
+        where: Conditions every returned row meets (``COLUMN=VALUE``, ``COLUMN>=N``, ``COLUMN<=N``);
+            text is parsed with :meth:`Condition.parse`.
     """
 
     category: str | None = None
     exclude_rows: tuple[int, ...] = ()
+    where: tuple[Condition, ...] = ()
 
     def __post_init__(self) -> None:
         if self.category is not None and not isinstance(self.category, str):
@@ -78,11 +84,15 @@ class Filter:
         if any(r < 0 for r in rows):
             raise ValueError(f"`exclude_rows` must be rows >= 0. Received: exclude_rows={self.exclude_rows!r}")
         object.__setattr__(self, "exclude_rows", rows)
+        if isinstance(self.where, (str, Condition)):
+            raise ValueError(f"`where` must be a sequence of conditions. Received: where={self.where!r}")
+        where = tuple(c if isinstance(c, Condition) else Condition.parse(c) for c in self.where)
+        object.__setattr__(self, "where", where)
 
     @property
     def conditions(self) -> bool:
         """Whether any condition on the columns is set (exclusions aside)."""
-        return self.category is not None
+        return self.category is not None or bool(self.where)
 
     def mask(self, items: pd.DataFrame) -> np.ndarray | None:
         """``(N,)`` bool: the rows of ``items`` that meet the conditions (None: every row).
@@ -92,13 +102,15 @@ class Filter:
         Raises:
             ValueError: No item has the category (an unknown category is an error, not an
                 empty answer).
+            FilterError: A condition names an unknown column or a value it cannot hold.
         """
+        mask = conditions_mask(self.where, items)
         if self.category is None:
-            return None
-        mask = (items["category"] == self.category).to_numpy()
-        if not mask.any():
+            return mask
+        category = (items["category"] == self.category).to_numpy()
+        if not category.any():
             raise ValueError(f"no item has category {self.category!r}")
-        return mask
+        return category if mask is None else category & mask
 
     def row_arguments(self, items: pd.DataFrame, n_queries: int) -> tuple[np.ndarray | None, list[int] | None]:
         """The filter as the ``mask`` and ``exclude`` arguments of an in-memory index's search.
@@ -134,16 +146,18 @@ def merge_region_hits(hits: Hits, k: int, metric: Metric) -> Hits:
         metric: Cosine (higher is closer) or euclidean (lower is closer).
 
     Returns:
-        :class:`Hits` with one row of at most ``k`` columns.
+        :class:`Hits` with one row of at most ``k`` columns, and the winning region of each.
     """
     sign = -1.0 if Metric(metric) is Metric.COSINE else 1.0
-    best: dict[int, float] = {}
-    for row, score in zip(hits.rows.reshape(-1).tolist(), hits.scores.reshape(-1).tolist()):
-        if row not in best or sign * score < sign * best[row]:
-            best[row] = score
-    order = sorted(best.items(), key=lambda rs: (sign * rs[1], rs[0]))[:k]
+    best: dict[int, tuple[float, int]] = {}
+    for region, (row_list, score_list) in enumerate(zip(hits.rows.tolist(), hits.scores.tolist())):
+        for row, score in zip(row_list, score_list):
+            if row not in best or sign * score < sign * best[row][0]:
+                best[row] = (score, region)
+    order = sorted(best.items(), key=lambda rs: (sign * rs[1][0], rs[0]))[:k]
     rows = np.array([[r for r, _ in order]], dtype=np.int64).reshape(1, -1)
-    return Hits(rows, np.array([[s for _, s in order]], dtype=np.float32).reshape(1, -1))
+    return Hits(rows, np.array([[s for _, (s, _) in order]], dtype=np.float32).reshape(1, -1),
+                np.array([[g for _, (_, g) in order]], dtype=np.int64).reshape(1, -1))
 
 
 def check_k(k: int) -> None:

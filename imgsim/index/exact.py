@@ -114,13 +114,17 @@ class Index:
             exclude: One row to leave out (``[row]``), or None.
 
         Returns:
-            :class:`Hits` with one row: each row's best score (cosine, or euclidean distance).
+            :class:`Hits` with one row: each row's best score (cosine, or euclidean distance) and
+            the region that gave it.
         """
         check_k(k)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if len(vectors) == 0:
             raise ValueError(f"`vectors` must hold at least one region. Received shape: {vectors.shape}")
-        return self._select(self.scores(vectors).max(axis=0, keepdims=True), k, mask, exclude)
+        scores = self.scores(vectors)
+        winner = scores.argmax(axis=0)  # the first region on a tie, as merge_region_hits
+        hits = self._select(scores.max(axis=0, keepdims=True), k, mask, exclude)
+        return Hits(hits.rows, hits.scores, winner[hits.rows])
 
     def _select(self, score: np.ndarray, k: int, mask: np.ndarray | None,
                 exclude: np.ndarray | list[int] | None) -> Hits:

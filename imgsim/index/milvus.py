@@ -246,6 +246,13 @@ class MilvusBackend:
             collection, filter="", output_fields=["count(*)"], consistency_level="Strong"))
         return int(rows[0]["count(*)"])
 
+    def vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` (those the collection holds), for an exact answer over a few rows."""
+        rows = self._loaded_call(collection, lambda: self._client.query(
+            collection, filter=filter_expression(include_ids=list(ids)), output_fields=[VECTOR_FIELD],
+            consistency_level="Strong"))
+        return {str(r["id"]): np.asarray(r[VECTOR_FIELD], np.float32) for r in rows}
+
     # -- writing ----------------------------------------------------------------------------------
 
     def export_store(self, catalog: Catalog, store: Store, approach: str, *,
@@ -372,7 +379,7 @@ class MilvusBackend:
     # -- reading ----------------------------------------------------------------------------------
 
     def search(self, collection: str, vectors: np.ndarray, k: int, *, category: str | None = None,
-               exclude_ids: Sequence[str] | None = None,
+               exclude_ids: Sequence[str] | None = None, include_ids: Sequence[str] | None = None,
                expect: dict[str, Any] | None = None) -> list[list[tuple[str, float]]]:
         """The ``k`` nearest items to each query, filters applied inside Milvus.
 
@@ -382,6 +389,7 @@ class MilvusBackend:
             k: Results per query (fewer when fewer items pass the filter).
             category: Only items of this category.
             exclude_ids: Items left out of every query's results.
+            include_ids: If given, only these items (a condition resolved to ids).
             expect: If given, the collection must have been exported with these model fields
                 (see :meth:`check`).
 
@@ -409,7 +417,7 @@ class MilvusBackend:
         ef = max(k, self.ef or int(manifest.get("index", {}).get("ef", DEFAULT_EF)))
         # Euclidean scores are recomputed here: Milvus versions differ on squared or plain L2.
         output = [VECTOR_FIELD] if metric == "euclidean" else []
-        expression = filter_expression(category, exclude_ids)
+        expression = filter_expression(category, exclude_ids, include_ids)
         results = self._loaded_call(collection, lambda: self._client.search(
             collection, data=queries.tolist(), limit=k, filter=expression, output_fields=output,
             anns_field=VECTOR_FIELD, consistency_level="Strong",

@@ -106,16 +106,21 @@ def quote(value: str) -> str:
     return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
 
 
-def filter_expression(category: str | None = None, exclude_ids: Sequence[str] | None = None) -> str:
-    """The Milvus filter for a category and a list of ids to leave out (``""`` for none).
+def filter_expression(category: str | None = None, exclude_ids: Sequence[str] | None = None,
+                      include_ids: Sequence[str] | None = None) -> str:
+    """The Milvus filter for a category, ids to keep and ids to leave out (``""`` for none).
 
     Args:
         category: Only rows whose ``category`` equals this.
         exclude_ids: Rows whose ``id`` is one of these are left out.
+        include_ids: If given, only rows whose ``id`` is one of these (conditions on columns the
+            collection does not store, resolved to ids by the catalogue).
     """
     parts = []
     if category is not None:
         parts.append(f"category == {quote(category)}")
+    if include_ids is not None:
+        parts.append(f"id in [{', '.join(quote(str(i)) for i in include_ids)}]")
     if exclude_ids:
         parts.append(f"id not in [{', '.join(quote(str(i)) for i in exclude_ids)}]")
     return " and ".join(f"({p})" for p in parts)
