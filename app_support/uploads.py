@@ -50,7 +50,7 @@ def saved(files: list[Any]) -> Iterator[list[Path]]:
     Yields:
         One path per file, in order.
     """
-    folder = imgsim.data_dir() / "uploads" / uuid.uuid4().hex  # never merges with another upload
+    folder = imgsim.uploads_dir() / uuid.uuid4().hex  # never merges with another upload
     try:
         folder.mkdir(parents=True)
         paths = []

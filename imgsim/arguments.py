@@ -25,6 +25,9 @@ IMAGE_SIZE_RANGE = (16, 512)  # the autoencoder's input side (a power of two for
 LATENT_DIM_RANGE = (2, 4096)
 EPOCHS_RANGE = (1, 1000)
 
+#: The exit code of a command that ends on a user's mistake (bad input, a missing catalogue).
+EXIT_USER_ERROR = 2
+
 
 def number(kind: type[int] | type[float], low: float, high: float,
            unit: str = "") -> Callable[[str], Any]:
@@ -109,3 +112,10 @@ def resolve_catalog(text: str) -> Path:
     if path.exists() or os.sep in text or "/" in text:
         return path
     return default_catalog_path(text)
+
+
+def approach_list(text: str | None) -> tuple[str, ...] | None:
+    """``all`` (or nothing) -> None (every approach that applies), else the comma-separated names."""
+    if not text or text.strip() == "all":
+        return None
+    return tuple(a.strip() for a in text.split(",") if a.strip())

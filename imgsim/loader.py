@@ -16,8 +16,9 @@ import pandas as pd
 
 from imgsim import approaches as approaches_mod
 from imgsim.index import Metric, Opening, SearchBackend
-from imgsim.index.factory import BACKEND_FILE, open_backend, read_backend
+from imgsim.index.factory import open_backend, read_backend
 from imgsim.ingest.catalog import Catalog
+from imgsim.storage import layout
 from imgsim.storage.artifacts import ArtifactError
 from imgsim.storage.stores import Store, model_spec
 
@@ -28,7 +29,7 @@ def artifact_version(catalog: Catalog) -> str:
     A cache key for anything derived from the catalogue's artifacts (the app's engine cache).
     """
     digest = hashlib.sha256(str(catalog.root.resolve()).encode())
-    files = [catalog.root / "manifest.json", catalog.root / BACKEND_FILE,
+    files = [layout.manifest_path(catalog.root), layout.backend_file(catalog.root),
              *sorted(catalog.root.glob("stores/*/manifest.json")),
              *sorted(catalog.root.glob("models/*/manifest.json"))]
     for path in files:

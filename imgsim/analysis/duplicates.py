@@ -32,6 +32,7 @@ import numpy as np
 from imgsim.analysis.alignment import grey, match_score
 from imgsim.analysis.copies import Alteration, alter
 from imgsim.ingest.images import decode_image, encode_jpeg, to_square
+from imgsim.storage import layout
 from imgsim.storage.artifacts import ArtifactError, load_artifact, write_artifact
 
 KIND = "duplicate_threshold"
@@ -162,7 +163,7 @@ def calibrate(vectors: np.ndarray, load_rgb: Callable[[int], np.ndarray],
 
 def threshold_dir(catalog_root: str | Path) -> Path:
     """Where a catalogue's duplicate threshold lives: ``CATALOG/models/duplicates``."""
-    return Path(catalog_root) / "models" / "duplicates"
+    return layout.model_dir(Path(catalog_root), "duplicates")
 
 
 def save_threshold(root: str | Path, threshold: Threshold) -> dict[str, Any]:

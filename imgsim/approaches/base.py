@@ -25,6 +25,7 @@ import numpy as np
 from imgsim.errors import ImgsimError
 from imgsim.ingest.catalog import Catalog
 from imgsim.progress import Progress, silent
+from imgsim.storage import layout
 
 Log = Callable[[str], None]
 ProgressFactory = Callable[[str], Progress]
@@ -106,11 +107,11 @@ class Approach:
 
     def store_dir(self, catalog: Catalog) -> Path:
         """``CATALOG/stores/<name>``."""
-        return catalog.root / "stores" / self.name
+        return layout.store_dir(catalog.root, self.name)
 
     def model_dir(self, catalog: Catalog) -> Path:
         """``CATALOG/models/<name>`` (unused by approaches that learn nothing)."""
-        return catalog.root / "models" / self.name
+        return layout.model_dir(catalog.root, self.name)
 
     def label(self, manifest: dict[str, Any] | None = None) -> str:
         """A display label naming the model a store was really built with."""

@@ -17,11 +17,12 @@ from typing import Any
 from imgsim.index import exact, hnsw, milvus_search
 from imgsim.index.backend import Opening, SearchBackend
 from imgsim.ingest.catalog import Catalog
+from imgsim.storage import layout
 from imgsim.storage.artifacts import ArtifactError, write_json_atomic
+from imgsim.storage.layout import BACKEND_FILE  # noqa: F401 (re-exported)
 from imgsim.storage.stores import Store
 
 #: The file in a catalogue's root that names its vector service (absent: local stores).
-BACKEND_FILE = "backend.json"
 LOCAL = "local"
 
 
@@ -71,7 +72,7 @@ def read_backend(catalog: Catalog) -> dict[str, Any]:
     Raises:
         ArtifactError: The file is unreadable or names no known service.
     """
-    path = catalog.root / BACKEND_FILE
+    path = layout.backend_file(catalog.root)
     if not path.is_file():
         return {"kind": LOCAL}
     try:
@@ -127,7 +128,7 @@ def publish(catalog: Catalog, uri: str, stores: dict[str, Store],
         The record written (what :func:`read_backend` returns from now on).
     """
     if uri == LOCAL:
-        (catalog.root / BACKEND_FILE).unlink(missing_ok=True)
+        layout.backend_file(catalog.root).unlink(missing_ok=True)
         return {"kind": LOCAL}
     name = service_for(uri)
     kind = KINDS[name]
@@ -136,5 +137,5 @@ def publish(catalog: Catalog, uri: str, stores: dict[str, Store],
     else:
         kind.export(catalog, uri, stores, log)
     record = {"kind": name, "uri": uri, "approaches": list(stores)}
-    write_json_atomic(catalog.root / BACKEND_FILE, record)
+    write_json_atomic(layout.backend_file(catalog.root), record)
     return record

@@ -47,6 +47,7 @@ from imgsim.index.hnsw_config import (  # noqa: F401 (re-exported: the HNSW sett
     usable_cores,
 )
 from imgsim.index.hnsw_files import FORMAT_VERSION, KIND, LIBRARY, AnnMismatchError  # noqa: F401 (re-exported)
+from imgsim.storage import layout
 from imgsim.storage.artifacts import ArtifactError
 
 # Rows handed to FAISS per call, so a float16 or memory-mapped matrix is never copied whole.
@@ -511,7 +512,7 @@ class HnswBackend(SearchBackend):
 
 def ann_dir(store_root: Path, approach: str) -> Path:
     """Where the approximate index of a store lives: ``stores/<approach>.ann`` beside it."""
-    return Path(store_root).with_name(f"{approach}.ann")
+    return layout.ann_dir(store_root, approach)
 
 
 def open_backend(opening: Opening) -> HnswBackend | None:

@@ -50,6 +50,7 @@ from imgsim.ingest.images import (
 )
 from imgsim.ingest.plan import plan
 from imgsim.progress import Progress, silent
+from imgsim.storage import layout
 from imgsim.storage.artifacts import (
     ArtifactError,
     library_versions,
@@ -59,6 +60,7 @@ from imgsim.storage.artifacts import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from imgsim.storage.layout import default_catalog_path, valid_catalog_name  # noqa: F401 (re-exported)
 from imgsim.storage.lock import locks_catalog
 
 FORMAT_VERSION = 2
@@ -215,18 +217,11 @@ class Catalog:
         return str(self.manifest.get("label_column") or "label")
 
 
-def default_catalog_path(name: str = "demo") -> Path:
-    """``<data dir>/catalogs/<name>``."""
-    from imgsim.storage.artifacts import data_dir
-
-    return data_dir() / "catalogs" / name
-
-
 def _download_path(root: Path, spec: sources.ItemSpec) -> Path:
     """Where a URL's body is cached: named by the id and the URL, so a new URL is a new file."""
     suffix = Path(spec.source.split("?")[0]).suffix.lower()
     suffix = suffix if suffix in sources.IMAGE_SUFFIXES and suffix != ".svg" else ".img"
-    return root / "downloads" / f"{file_stem(spec.id)}-{sha256_text(spec.source)[:10]}{suffix}"
+    return layout.downloads_dir(root) / f"{file_stem(spec.id)}-{sha256_text(spec.source)[:10]}{suffix}"
 
 
 def _read_source(
@@ -360,12 +355,12 @@ def _clean_up(root: Path, items_file: str, items: pd.DataFrame, source_dir: Path
         if old.name != items_file:
             old.unlink(missing_ok=True)
     keep = {Path(t).name for t in items["thumb"] if t}
-    thumbs = root / "thumbs"
+    thumbs = layout.thumbs_dir(root)
     if thumbs.is_dir():
         for old in thumbs.glob("*.jpg"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
-    unpacked = root / "sources"
+    unpacked = layout.sources_dir(root)
     if unpacked.is_dir():
         for old in unpacked.iterdir():
             if source_dir is None or old.name != source_dir.name:
@@ -412,7 +407,7 @@ def ingest(
     """
     root = Path(out).expanduser()
     previous, old_manifest = _previous_rows(root)
-    kind, specs = plan(source, labels, label_column, unpack_dir=root / "sources")
+    kind, specs = plan(source, labels, label_column, unpack_dir=layout.sources_dir(root))
     refuse_too_many(specs, max_items)
     refuse_repeated_ids(specs, source)
     root.mkdir(parents=True, exist_ok=True)
@@ -420,7 +415,7 @@ def ingest(
                                      download_config=download_config, progress=progress,
                                      refresh=refresh_downloads)
     items = _items_table(pd.DataFrame(rows))
-    source_dir = root / "sources" / _sha256_file(Path(source)) if kind.startswith("zip_") else None
+    source_dir = layout.sources_dir(root) / _sha256_file(Path(source)) if kind.startswith("zip_") else None
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -463,22 +458,6 @@ def searchable_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
         except (ArtifactError, OSError, TypeError, ValueError):
             continue
     return found
-
-
-CATALOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-def valid_catalog_name(name: str) -> str:
-    """``name`` stripped, if it is a safe catalogue name (letters, digits, ``-`` and ``_``).
-
-    Raises:
-        ValueError: Empty, too long, or holding other characters (``/``, ``..``, spaces, ...).
-    """
-    name = name.strip()
-    if not CATALOG_NAME.fullmatch(name):
-        raise ValueError("a catalogue name is 1-64 letters, digits, '-' or '_', starting with a letter "
-                         f"or digit. Received: {name[:80]!r}")
-    return name
 
 
 # -- shared with imgsim.ingest.changes: one ingestion loop for builds and adds ----------------------

@@ -27,6 +27,7 @@ from imgsim.ingest.catalog import (
 )
 from imgsim.ingest.plan import plan
 from imgsim.progress import Progress, silent
+from imgsim.storage import layout
 from imgsim.storage.artifacts import library_versions, now_iso
 from imgsim.storage.lock import locks_catalog
 
@@ -77,7 +78,7 @@ def add_items(root: str | os.PathLike, source: str | list[str], *, labels: str |
             safety.check_regular_file(path)
         kind, specs = "images", _image_file_specs(paths)
     else:
-        kind, specs = plan(source, labels, label_column, unpack_dir=catalog.root / "sources")
+        kind, specs = plan(source, labels, label_column, unpack_dir=layout.sources_dir(catalog.root))
     refuse_too_many(specs, max_items)
     refuse_repeated_ids(specs, source)
     previous = {r["id"]: r for r in catalog.items.to_dict("records")}

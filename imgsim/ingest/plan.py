@@ -69,7 +69,7 @@ def plan(
         return "flipkart_csv", sources.from_flipkart_csv(path, label_column)
     if path.suffix.lower() == ".zip" and path.exists():
         from imgsim.ingest.archive import unpack_zip
-        from imgsim.storage.artifacts import data_dir
+        from imgsim.storage.layout import data_dir
 
         unpacked = unpack_zip(path, Path(unpack_dir) if unpack_dir else data_dir() / "sources")
         kind, inner = _zip_contents(unpacked)

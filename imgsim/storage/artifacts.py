@@ -24,6 +24,7 @@ from typing import Any
 
 from imgsim.errors import ImgsimError
 from imgsim.storage import swap
+from imgsim.storage.layout import data_dir  # noqa: F401 (where artifacts live; re-exported)
 
 MANIFEST = "manifest.json"
 
@@ -58,15 +59,6 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         raise
     except OSError as err:
         raise write_error(err, path) from err
-
-
-def data_dir() -> Path:
-    """Where catalogues live: ``$IMGSIM_DATA_DIR``, else ``$XDG_DATA_HOME/imgsim``."""
-    env = os.environ.get("IMGSIM_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "imgsim"
 
 
 def cache_dir() -> Path:

@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 
 from imgsim.storage.artifacts import MANIFEST, now_iso, write_json_atomic
+from imgsim.storage.layout import EDIT_KEY_FILE
 
-EDIT_KEY_FILE = "edit_key.json"
 KIND = "imgsim-edit-key"
 FORMAT_VERSION = 1
 #: scrypt's cost: about 16 MiB and a few tens of milliseconds per check, so guessing is slow.

@@ -27,15 +27,14 @@ from typing import Any, TypeVar
 
 from imgsim.storage import swap
 from imgsim.storage.artifacts import ArtifactError, writing
+from imgsim.storage.layout import LOCK_FILE, SWAPPED
 
 T = TypeVar("T")
-LOCK_FILE = ".writer.lock"
 #: How long a writer waits for another one by default (seconds); ``IMGSIM_LOCK_WAIT`` overrides it.
 WAIT_SECONDS = 60.0
 #: A lock file still empty after this long was left by a writer killed while creating it.
 EMPTY_GRACE_SECONDS = 10.0
 # The folders of a catalogue whose artifacts are swapped in (see imgsim.storage.swap).
-SWAPPED = ("stores", "models")
 
 _guard = threading.Lock()
 _held: dict[Path, list] = {}  # lock path -> [thread lock, depth]

@@ -33,6 +33,7 @@ from imgsim.approaches.features import Extractor
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.images import load_square
 from imgsim.progress import Progress, silent
+from imgsim.storage import layout
 from imgsim.storage.artifacts import (
     ArtifactError,
     ArtifactMismatchError,
@@ -57,7 +58,7 @@ class StoreMismatchError(ArtifactMismatchError):
 
 def store_path(catalog: Catalog, approach: str) -> Path:
     """``CATALOG/stores/<approach>``."""
-    return catalog.root / "stores" / approach
+    return layout.store_dir(catalog.root, approach)
 
 
 def row_keys(catalog: Catalog) -> np.ndarray:
