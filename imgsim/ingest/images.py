@@ -355,6 +355,11 @@ def _fit(im: Image.Image, max_side: int | None) -> Image.Image:
     return im
 
 
+def _check_rgb(rgb: np.ndarray, name: str) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"`{name}` must be a uint8 array of shape (H, W, 3). Received: {rgb.dtype} {rgb.shape}")
+
+
 def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Pads an RGB image to a square with white, centred, and resizes it to ``size``.
 
@@ -370,10 +375,7 @@ def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """
     if size < 1:
         raise ValueError(f"`size` must be >= 1. Received: size={size}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(
-            f"`rgb` must be a uint8 array of shape (H, W, 3). Received: {rgb.dtype} {rgb.shape}"
-        )
+    _check_rgb(rgb, "rgb")
     h, w = rgb.shape[:2]
     im = Image.fromarray(rgb)
     side = max(h, w)
@@ -413,9 +415,7 @@ def thumbnail(source: ImageSource | np.ndarray) -> tuple[np.ndarray, bytes]:
         ``(rgb, jpeg)``: the thumbnail's ``(h, w, 3)`` uint8 pixels and its JPEG bytes.
     """
     if isinstance(source, np.ndarray):
-        if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
-            raise ValueError(f"`source` must be a uint8 array of shape (H, W, 3). "
-                             f"Received: {source.dtype} {source.shape}")
+        _check_rgb(source, "source")
         rgb = np.asarray(_fit(Image.fromarray(np.ascontiguousarray(source)), THUMB_SIDE), np.uint8)
     else:
         rgb = decode_image(source, max_side=THUMB_SIDE)
