@@ -22,6 +22,7 @@ navigation = st.navigation([
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("app_pages/reconstructions.py", title="Reconstructions", icon=":material/auto_fix_high:"),
     st.Page("app_pages/catalogue.py", title="Catalogue", icon=":material/inventory_2:"),
+    st.Page("app_pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     st.Page("app_pages/evaluation.py", title="Evaluation", icon=":material/monitoring:"),
 ])
 try:

@@ -23,6 +23,7 @@ EDIT_KEYS = "edit_keys"            #: catalogue name -> the edit key this sessio
 LINK_SEEN = "_link_seen"           #: the (catalogue, key) of the link this session already read
 NOTICES = "catalogue_notices"      #: (level, Markdown) messages for the Catalogue page's next run
 NEW_KEY = "new_edit_key"           #: (catalogue, key) just issued, shown once on the next run
+DUPLICATES_NOTICE = "duplicates_notice"  #: (level, Markdown) of the last "keep this one", for the next run
 APPROACH = "approach"              #: the sidebar's approach
 K = "k"                            #: the sidebar's number of results
 REGIONS = "regions"                #: the sidebar's region-search toggle

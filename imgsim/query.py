@@ -17,7 +17,16 @@ import pandas as pd
 from imgsim import approaches as approaches_mod
 from imgsim import text as text_mod
 from imgsim.index import Filter, Hits
-from imgsim.ingest.images import ImageSource, clip_box, crop, decode_image, to_square
+from imgsim.ingest.images import (
+    ImageDecodeError,
+    ImageSource,
+    clip_box,
+    crop,
+    decode_image,
+    load_square,
+    thumbnail,
+    to_square,
+)
 from imgsim.loader import Loader
 
 #: The name of the words-only answer (:meth:`QueryPipeline.search_text`), beside the approaches'.
@@ -72,17 +81,51 @@ class SearchResult:
         return float((self.items[column] == label).mean())
 
 
+class QueryPhoto(np.ndarray):
+    """A decoded query photo, ``(H, W, 3)`` uint8, that keeps the catalogue's thumbnail of the
+    same bytes (``thumbnail``: JPEG, :func:`imgsim.ingest.images.thumbnail`).
+
+    The whole-photo vector is made from that thumbnail, as the photo's own item was at import, so
+    the same bytes score 1 against themselves; the regions and boxes use the array (448 px). A
+    slice or copy is another picture and keeps no thumbnail (it is made again from its pixels).
+    """
+
+    thumbnail: bytes | None
+
+    def __new__(cls, rgb: np.ndarray, jpeg: bytes | None) -> QueryPhoto:
+        photo = np.asarray(rgb).view(cls)
+        photo.thumbnail = jpeg
+        return photo
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.thumbnail = None
+
+
 def as_rgb(image: ImageSource | np.ndarray, max_side: int = QUERY_MAX_SIDE) -> np.ndarray:
-    """``image`` itself when already decoded, else :func:`decode_image` of it."""
-    return image if isinstance(image, np.ndarray) else decode_image(image, max_side=max_side)
+    """``image`` itself when already decoded, else the :class:`QueryPhoto` of it."""
+    if isinstance(image, np.ndarray):
+        return image
+    rgb = decode_image(image, max_side=max_side)
+    try:
+        _, jpeg = thumbnail(image)  # the same bytes read again (a file object is rewound)
+    except ImageDecodeError:  # a stream that cannot be read twice: made from the pixels instead
+        jpeg = None
+    return QueryPhoto(rgb, jpeg)
 
 
 def decode_query(image: ImageSource) -> np.ndarray:
     """Decodes a query photo the way :meth:`imgsim.engine.Engine.search` does (longest side at most 448).
 
-    Boxes given to ``search`` are in the pixels of this array.
+    Boxes given to ``search`` are in the pixels of this array (a :class:`QueryPhoto`).
     """
-    return decode_image(image, max_side=QUERY_MAX_SIDE)
+    return as_rgb(image, QUERY_MAX_SIDE)
+
+
+def whole_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The whole photo as the ``(size, size, 3)`` square its catalogue item would be embedded from:
+    its thumbnail (:func:`imgsim.ingest.images.thumbnail`) read back as stores read theirs."""
+    jpeg = getattr(rgb, "thumbnail", None)
+    return load_square(jpeg if jpeg is not None else thumbnail(rgb)[1], size)
 
 
 class QueryPipeline:
@@ -112,7 +155,7 @@ class QueryPipeline:
         if box is not None:
             box = clip_box(box, rgb.shape[:2])
             rgb = crop(rgb, box)
-        square = to_square(rgb, model.image_size)
+        square = to_square(rgb, model.image_size) if box is not None else whole_square(rgb, model.image_size)
         embedder = self.loader.region_embedder(approach) if box is None and regions is not False else None
         if embedder is None:
             if regions and box is None:
@@ -175,6 +218,11 @@ class QueryPipeline:
         if cached is not None and cached[0] is rgb and cached[1] is embedder:
             return cached[2]
         query = embedder.embed(rgb)
+        if "whole_square" in query.kinds:  # the whole photo as its item was embedded: self-score 1
+            vectors = query.vectors.copy()
+            vectors[query.kinds.index("whole_square")] = embedder.embed_squares(
+                whole_square(rgb, embedder.image_size)[None])[0]
+            query = dataclasses.replace(query, vectors=vectors)
         self._last_regions = (rgb, embedder, query)
         return query
 

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "streamlit_app.py")
 PAGES = ["app_pages/compare.py", "app_pages/reconstructions.py", "app_pages/catalogue.py",
-         "app_pages/evaluation.py"]
+         "app_pages/evaluation.py", "app_pages/duplicates.py"]
 #: Markdown that would render: an image or a link, raw HTML, bold or LaTeX around catalogue text.
 UNESCAPED = re.compile(r"(?<!\\)(!\[|\]\(|<img|\*\*bold|\$x)")
 

@@ -42,11 +42,11 @@ from imgsim.ingest import download, safety, sources
 from imgsim.ingest.images import (
     MAX_BYTES,
     MAX_SVG_BYTES,
+    THUMB_SIDE,
     ImageDecodeError,
-    decode_image,
-    encode_jpeg,
     load_square,
     rasterize_svg,
+    thumbnail,
 )
 from imgsim.ingest.plan import plan
 from imgsim.progress import Progress, silent
@@ -66,7 +66,6 @@ from imgsim.storage.lock import locks_catalog
 FORMAT_VERSION = 2
 KIND = "catalog"
 MANIFEST = "manifest.json"
-THUMB_SIDE = 256
 CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256", "added_at")
 
 OK = download.OK
@@ -297,13 +296,13 @@ def _ingest_one(
                 status = FAILED_TO_RASTERIZE  # until it is drawn
                 data = rasterize_svg(data, 2 * THUMB_SIDE, name)
                 status = OK
-            rgb = decode_image(data, max_side=THUMB_SIDE)
+            rgb, jpeg = thumbnail(data)  # as a query's whole-photo vector is made (self-score 1)
         except ImageDecodeError as err:
             status = FAILED_TO_RASTERIZE if status == FAILED_TO_RASTERIZE else FAILED_TO_DECODE
             message = str(err).replace("the image: ", f"{name}: ", 1)
         else:
             thumb = f"thumbs/{file_stem(spec.id)}-{row['sha256'][:12]}.jpg"
-            write_bytes_atomic(root / thumb, encode_jpeg(rgb))
+            write_bytes_atomic(root / thumb, jpeg)
             row["thumb"] = thumb
             message = f"{rgb.shape[1]}x{rgb.shape[0]}"
     row["status"], row["message"] = status, message

@@ -340,6 +340,11 @@ def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | No
         if orientation in _UPRIGHT:
             im = im.transpose(_UPRIGHT[orientation])
         im = _to_rgb(im)
+    return _fit(im, max_side)
+
+
+def _fit(im: Image.Image, max_side: int | None) -> Image.Image:
+    """Shrinks a decoded RGB picture so no side exceeds ``max_side``; pads a thin one with white."""
     if max_side is not None and max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
     floor = min(MIN_SIDE, max_side or MIN_SIDE)
@@ -348,6 +353,11 @@ def _decode(data: bytes, name: str, formats: tuple[str, ...], max_side: int | No
         canvas.paste(im, ((canvas.width - im.width) // 2, (canvas.height - im.height) // 2))
         im = canvas
     return im
+
+
+def _check_rgb(rgb: np.ndarray, name: str) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"`{name}` must be a uint8 array of shape (H, W, 3). Received: {rgb.dtype} {rgb.shape}")
 
 
 def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -365,10 +375,7 @@ def to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """
     if size < 1:
         raise ValueError(f"`size` must be >= 1. Received: size={size}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(
-            f"`rgb` must be a uint8 array of shape (H, W, 3). Received: {rgb.dtype} {rgb.shape}"
-        )
+    _check_rgb(rgb, "rgb")
     h, w = rgb.shape[:2]
     im = Image.fromarray(rgb)
     side = max(h, w)
@@ -391,6 +398,28 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, optimize=True)
     return buf.getvalue()
+
+
+#: Longest side of the thumbnail a catalogue keeps of each item; every store is embedded from it.
+THUMB_SIDE = 256
+
+
+def thumbnail(source: ImageSource | np.ndarray) -> tuple[np.ndarray, bytes]:
+    """A picture as a catalogue keeps it: longest side at most :data:`THUMB_SIDE`, as JPEG.
+
+    Stores embed ``load_square(jpeg, size)``; a query made the same way sees the very pixels of
+    its own item (self-score 1). ``source`` is anything :func:`decode_image` takes, or a decoded
+    ``(H, W, 3)`` uint8 array (shrunk alike: the same as its file when that is <= 448 px).
+
+    Returns:
+        ``(rgb, jpeg)``: the thumbnail's ``(h, w, 3)`` uint8 pixels and its JPEG bytes.
+    """
+    if isinstance(source, np.ndarray):
+        _check_rgb(source, "source")
+        rgb = np.asarray(_fit(Image.fromarray(np.ascontiguousarray(source)), THUMB_SIDE), np.uint8)
+    else:
+        rgb = decode_image(source, max_side=THUMB_SIDE)
+    return rgb, encode_jpeg(rgb)
 
 
 #: Largest SVG source accepted, in bytes.
