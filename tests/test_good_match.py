@@ -158,3 +158,34 @@ def test_a_tiny_catalogue_gets_no_line(built_catalog: Path) -> None:
     result = engine.search(np.full((64, 64, 3), 90, np.uint8), "pretrained", 2)
     assert result.no_good_match is None and result.match_threshold is None
     assert calibration.calibrate(engine.catalog, ["pretrained"]) == {}
+
+
+@pytest.mark.parametrize("page", ["app_pages/search.py", "app_pages/compare.py"])
+def test_the_app_says_nothing_like_this_only_for_an_unrelated_photo(shapes_catalog: Path, tmp_path: Path,
+                                                                    monkeypatch, page: str) -> None:
+    import io
+    import shutil
+
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    shutil.copytree(shapes_catalog, tmp_path / "catalogs" / "shapes", symlinks=True)
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    if page != "app_pages/search.py":
+        at.switch_page(page).run()
+
+    def shown_after(rgb: np.ndarray) -> list[str]:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        at.file_uploader[0].set_value(("photo.png", buf.getvalue(), "image/png")).run()
+        assert not at.exception, at.exception
+        return [m.value for m in at.info]
+
+    message = "Nothing like this in the catalogue: the closest items are shown below."
+    assert message in shown_after(calibration.unrelated_photo(np.random.default_rng(7), 0))
+    from imgsim.phonesim import product_mask, simulate_photo
+
+    product = np.asarray(Image.open(next((shapes_catalog / "thumbs").rglob("*.*"))).convert("RGB"))
+    rgba = np.dstack([product, (product_mask(product) * 255).astype(np.uint8)])
+    assert message not in shown_after(simulate_photo(rgba, np.random.default_rng(11), size=(640, 480)).rgb)
