@@ -212,7 +212,7 @@ def calibrate(catalog, approaches: Iterable[str], *, photos: int = PHOTOS, seed:
         approaches: The approaches to calibrate (those without a store are skipped).
         photos: Calibration photos in all.
         seed: Seed of the photos.
-        log: Receives one line per approach.
+        log: Receives one line per line fitted (nothing when all are current or there are too few items).
 
     Returns:
         The lines fitted, by approach (empty for a catalogue under :data:`MIN_ITEMS` items).
@@ -220,8 +220,7 @@ def calibrate(catalog, approaches: Iterable[str], *, photos: int = PHOTOS, seed:
     from imgsim.engine import Engine
     from imgsim.storage.artifacts import ArtifactError
 
-    if len(catalog.ok) < MIN_ITEMS:
-        log(f"no-good-match line: skipped ({len(catalog.ok)} items, under {MIN_ITEMS})")
+    if len(catalog.ok) < MIN_ITEMS:  # quietly: the engine says why there is no line
         return {}
     engine = Engine(catalog)
     try:
@@ -230,7 +229,6 @@ def calibrate(catalog, approaches: Iterable[str], *, photos: int = PHOTOS, seed:
         for approach in (a for a in approaches if a in available):
             try:
                 load_threshold(layout.match_dir(catalog.root, approach), approach, engine.store(approach).manifest)
-                log(f"{approach}: no-good-match line up to date")
             except ArtifactError:
                 todo.append(approach)
         if not todo:
