@@ -148,6 +148,12 @@ def test_a_line_for_another_model_is_ignored_with_its_reason(shapes_catalog: Pat
     loader = Loader(engine.catalog, engine.items, threading.RLock())
     assert loader.match_threshold("pretrained") is None
     assert "made with fingerprint='old'" in loader.no_line["pretrained"]
+    # what build, refresh and retrain call: the stale line is fitted again, a current one is kept
+    refitted = calibration.calibrate(engine.catalog, ["pretrained"])
+    assert refitted["pretrained"].model == line.model
+    assert calibration.calibrate(engine.catalog, ["pretrained"]) == {}
+    assert Engine.open(copy).search(calibration.unrelated_photo(np.random.default_rng(7), 0), "pretrained",
+                                    2).no_good_match is True
 
 
 def test_a_tiny_catalogue_gets_no_line(built_catalog: Path) -> None:
