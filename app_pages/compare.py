@@ -40,4 +40,6 @@ if engine is not None:
                     line += (f" · precision@{k} for label “{plain(label)}”: "
                              f"**{result.label_precision(label):.2f}**")
                 st.markdown(line)
+                if result.no_good_match:
+                    st.info("Nothing like this in the catalogue: the closest items are shown below.")
                 widgets.result_grid(engine, result, key=f"compare-{approach}", columns=2, query=query)

@@ -33,4 +33,6 @@ if engine is not None:
                            + (" · searched with your box" if query.box else "")
                            + (" · re-ranked by your words" if state.search_words() else ""))
             widgets.crop_box_editor(query, result, "search")
+            if result.no_good_match:
+                st.info("Nothing like this in the catalogue: the closest items are shown below.")
             widgets.result_grid(engine, result, key="search", query=query)

@@ -111,6 +111,9 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
             continue
         ensure_ann(catalog, name, options.ann, log)
         done.append(name)
+    from imgsim.calibration import calibrate
+
+    calibrate(catalog, done, log=log)  # the no-good-match line of each store missing or stale one
     return done
 
 
@@ -235,6 +238,9 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
     if approach not in learners:
         raise ValueError(f"`approach` must be one that learns ({', '.join(learners)}). Received: {approach!r}")
     approaches_mod.get(approach).retrain(catalog, options.settings_of(approach), log=log, progress=progress)
+    from imgsim.calibration import calibrate
+
+    calibrate(Catalog.load(catalog.root), (approach,), log=log)  # the retrained model needs its own line
 
 
 def built_approaches(catalog: Catalog) -> tuple[str, ...]:

@@ -29,7 +29,8 @@ def _answer_json(result) -> dict[str, Any]:
     """One approach's answer as ``query --json`` prints it."""
     return {"label": result.label, "metric": result.metric, "regions": result.regions,
             "auto_box": list(result.auto_box) if result.auto_box else None,
-            "seconds": round(result.seconds, 4), "results": _result_rows(result)}
+            "seconds": round(result.seconds, 4), "no_good_match": result.no_good_match,
+            "match_threshold": result.match_threshold, "results": _result_rows(result)}
 
 
 MAX_QUERY_PHOTOS = 10_000
@@ -157,6 +158,8 @@ def _print_answers(answers: list[dict[str, Any]], as_json: bool) -> None:
             print(f"== {answer['photo']}" + (": could not be searched" if answer["error"] else ""))
         for found in answer["approaches"].values():
             print(f"{found['label']} ({found['metric']}, {found['seconds'] * 1000:.0f} ms)")
+            if found.get("no_good_match"):
+                print("  no good match: nothing like this in the catalogue; the closest items are")
             for row in found["results"]:
                 print(f"  {row['rank']:>3}  {row['score']:.4f}  {row['id']}  {str(row['name'])[:60]}  "
                       f"[{row['category']}]")

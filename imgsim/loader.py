@@ -65,6 +65,8 @@ class Loader:
         self._problems: dict[str, str] = {}
         self._embedders: dict[str, Any] = {}
         self.no_regions: dict[str, str] = {}
+        self._lines: dict[str, Any] = {}
+        self.no_line: dict[str, str] = {}
 
     # -- stores ----------------------------------------------------------------------------------
 
@@ -164,3 +166,31 @@ class Loader:
             self.no_regions[approach] = why or ""
             self._embedders[approach] = embedder
             return embedder
+
+    # -- the no-good-match line ------------------------------------------------------------------
+
+    def match_threshold(self, approach: str):
+        """The :class:`imgsim.calibration.MatchThreshold` of ``approach``, loaded once, or None.
+
+        None where there is none or it was made for another model; the reason, in plain words,
+        is kept in :attr:`no_line`.
+        """
+        from imgsim.calibration import MIN_ITEMS, load_threshold
+
+        with self.lock:
+            if approach in self._lines:
+                return self._lines[approach]
+            store = self.store(approach)
+            root = layout.match_dir(self.catalog.root, approach)
+            line, why = None, ""
+            if not root.exists():
+                why = (f"fewer than {MIN_ITEMS} items: no line" if len(self.items) < MIN_ITEMS
+                       else "no no-good-match line was calibrated")
+            else:
+                try:
+                    line = load_threshold(root, approach, store.manifest)
+                except ArtifactError as err:
+                    why = f"the no-good-match line is ignored: {err}"
+            self.no_line[approach] = why
+            self._lines[approach] = line
+            return line

@@ -57,6 +57,11 @@ class SearchResult:
         label: The approach's display label, naming the model that answered.
         auto_box: With region search, the automatic product box found in the query's pixels.
         regions: How many query vectors were searched (1 without region search).
+        no_good_match: True when the best result scores past the approach's calibrated line
+            (:mod:`imgsim.calibration`): nothing like the photo is in the catalogue, and the
+            results are only the closest items. None without a line (a tiny catalogue, one made
+            for another model, another metric asked for), for a catalogue item or words alone.
+        match_threshold: The line it was judged by (in ``metric``'s units), or None.
     """
 
     approach: str
@@ -68,6 +73,8 @@ class SearchResult:
     label: str = ""
     auto_box: tuple[int, int, int, int] | None = None
     regions: int = 1
+    no_good_match: bool | None = None
+    match_threshold: float | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -167,11 +174,11 @@ class QueryPipeline:
             vector = model.embed(square[None])[0]
             matched = np.asarray([box or product or whole], np.int64)
             return self._answer(approach, vector[None], square, k, search_filter, metric, started,
-                                boxes=matched, text=text)
+                                boxes=matched, text=text, judge=True)
         query = self.region_query(embedder, rgb)
         vectors = approaches_mod.get(approach).region_vectors(model, query.vectors)
         result = self._answer(approach, vectors, square, k, search_filter, metric, started,
-                              regions=query.kinds, boxes=query.boxes, text=text)
+                              regions=query.kinds, boxes=query.boxes, text=text, judge=True)
         result.auto_box = query.auto_box
         result.regions = len(vectors)
         return result
@@ -260,10 +267,11 @@ class QueryPipeline:
 
     def _answer(self, approach: str, vectors: np.ndarray, square: np.ndarray, k: int, search_filter: Filter,
                 metric: str | None, started: float, regions: tuple[str, ...] | bool = False,
-                boxes: np.ndarray | None = None, text: str | None = None) -> SearchResult:
+                boxes: np.ndarray | None = None, text: str | None = None, judge: bool = False) -> SearchResult:
         """Searches the approach's backend with one vector, or with region vectors (each item
         scored by its best region; ``regions`` is then True or the regions' kinds), re-ranks by
-        ``text`` when given (:func:`imgsim.text.fuse`), and makes the result."""
+        ``text`` when given (:func:`imgsim.text.fuse`), and makes the result. With ``judge`` (a
+        photo query), the best photo score is judged against the approach's no-good-match line."""
         backend = self.loader.backend(approach, metric)
         text_scores = self._text.get().scores(text) if text is not None else None
         t0 = time.perf_counter()
@@ -273,6 +281,10 @@ class QueryPipeline:
         else:
             kinds = regions if isinstance(regions, tuple) else None
             hits = backend.search_regions(vectors, pool, filter=search_filter, kinds=kinds)
+        line = self.loader.match_threshold(approach) if judge else None
+        if line is not None and line.metric != backend.metric.value:
+            line = None  # calibrated in the store's metric, not the one asked for
+        best = float(hits.scores[0][0]) if line is not None and len(hits.scores[0]) else None
         if text_scores is not None:
             hits, photo_scores, word_scores = text_mod.fuse(
                 hits, text_scores, k, higher_is_closer=backend.metric.value == "cosine")
@@ -284,5 +296,7 @@ class QueryPipeline:
             frame.insert(frame.columns.get_loc("photo_score") + 1, "text_score", word_scores)
         return SearchResult(approach, frame, square, "photo+words" if text is not None else backend.metric.value,
                             time.perf_counter() - started, search_seconds,
-                            approaches_mod.get(approach).label(store.manifest))
+                            approaches_mod.get(approach).label(store.manifest),
+                            no_good_match=line.flags(best) if best is not None else None,
+                            match_threshold=line.score if best is not None else None)
 

@@ -14,6 +14,7 @@
       stores/<approach>/           an approach's store (a link to its current version)
       stores/<approach>.ann/       its approximate index
       models/<name>/               a learned model (an approach's, or the duplicates threshold)
+      models/match-<approach>/     an approach's no-good-match line (imgsim.calibration)
       backend.json                 where the vectors are served from, after an export
       edit_key.json                the salted hash of the app's edit key
       .writer.lock                 held while a change runs
@@ -106,6 +107,11 @@ def ann_dir(store_root: Path, approach: str) -> Path:
 def model_dir(root: Path, name: str) -> Path:
     """``CATALOG/models/<name>``."""
     return Path(root) / "models" / name
+
+
+def match_dir(root: Path, approach: str) -> Path:
+    """``CATALOG/models/match-<approach>``: the approach's no-good-match line."""
+    return model_dir(root, f"match-{approach}")
 
 
 def backend_file(root: Path) -> Path:
