@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +34,6 @@ from imgsim.storage.artifacts import (
     write_json_atomic,
 )
 
-if TYPE_CHECKING:
-    from imgsim.index.hnsw import AnnIndex
-
 KIND = "ann_index"
 FORMAT_VERSION = 1
 LIBRARY = "faiss-cpu"
@@ -46,11 +43,12 @@ class AnnMismatchError(ArtifactError):
     """An ANN index was built for other embeddings, or by another library or format."""
 
 
-def save(ann: AnnIndex, directory: str | os.PathLike) -> Path:
+def save(ann: Any, directory: str | os.PathLike) -> Path:
     """Writes ``ann`` as a directory, atomically (see :mod:`imgsim.index.hnsw`).
 
     Args:
-        ann: The index.
+        ann: The :class:`imgsim.index.hnsw.AnnIndex` (this module sits below it, so it is not named
+            in the signature).
         directory: Where to write it, e.g. ``CATALOG/stores/<approach>/ann`` or beside it.
 
     Returns:
