@@ -41,7 +41,8 @@ if engine is not None:
             for result in results.values():
                 summary[result.label][f"precision@{k}"] = round(result.label_precision(label), 2)
             st.caption(plain(f"precision@{k}: the share of results with the query's label “{label}”"))
-        st.table(pd.DataFrame(summary).T)
+        st.table(pd.DataFrame(summary).T.style.format("{:.0f}", subset=["time (ms)"])
+                 .format("{:.2f}", subset=[c for c in (f"precision@{k}",) if label]))
         # One tab per approach: side-by-side columns stack into one 12,000 px column on a phone.
         tabs = st.tabs([result.label for result in results.values()])
         for tab, (approach, result) in zip(tabs, results.items()):

@@ -16,7 +16,7 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif", "gif", "bm
 #: Largest photo accepted from a browser, in bytes (the server's own limit is also in config.toml).
 MAX_UPLOAD_BYTES = 25 * 2**20
 #: Width of the query picture, in pixels: small, so that results start in a phone's first screen.
-QUERY_SIDE = 140
+QUERY_SIDE = 120
 
 
 def _take_upload(key: str, name: str) -> None:
@@ -49,17 +49,19 @@ def set_item_query(engine: imgsim.Engine, row: int) -> None:
 
 def query_widgets(engine: imgsim.Engine, page: str) -> None:
     """Upload, camera and example inputs; the latest one used becomes the query."""
-    st.text_input("Words", **state.remembered(state.WORDS, ""), placeholder="blue casual shirt",
-                  help="Searched in the catalogue's names, categories and other text; with a photo, "
-                       "they re-rank what looks like it (“this, but in blue”).")
-    upload = widget_key("upload", page)
-    st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
-                     max_upload_size=MAX_UPLOAD_BYTES // 2**20,
-                     args=(upload, "Your photo"), help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
-    cols = st.columns(2)
-    cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=widget_key("example", page),
-                   on_click=lambda: set_item_query(engine, random.randrange(len(engine.items))))
-    if cols[1].toggle("Use the camera", key=widget_key("use-camera", page)):
+    with st.container(key="query-inputs"):  # compact on a phone (assets/app.css): results in the first screen
+        st.text_input("Words", **state.remembered(state.WORDS, ""), placeholder="Words: blue casual shirt",
+                      help="Searched in the catalogue's names, categories and other text; with a photo, "
+                           "they re-rank what looks like it (“this, but in blue”).")
+        upload = widget_key("upload", page)
+        st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
+                         max_upload_size=MAX_UPLOAD_BYTES // 2**20, args=(upload, "Your photo"),
+                         help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
+        cols = st.columns(2, vertical_alignment="center")
+        cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=widget_key("example", page),
+                       on_click=lambda: set_item_query(engine, random.randrange(len(engine.items))))
+        use_camera = cols[1].toggle("Use the camera", key=widget_key("use-camera", page))
+    if use_camera:
         camera = widget_key("cam", page)
         st.camera_input("Take a photo", key=camera, on_change=_take_upload, args=(camera, "Camera photo"))
 
