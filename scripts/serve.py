@@ -1,10 +1,10 @@
-"""Starts the app with the default catalogue's models loading at once, not on the first visit.
+"""Starts the app with the default catalogue's models loaded before the first visit.
 
 Streamlit runs no app code until a browser connects, so a bare ``streamlit run`` makes its first
 visitor wait for TensorFlow and the models (12-13 s on the demo). This launcher opens the default
-catalogue's engine in a background thread of the server process, through the app's own
-process-wide cache (``app_support.engine``), and then runs ``streamlit run streamlit_app.py`` in
-the same process; a visitor who comes during the warm-up waits for that same load, never a second.
+catalogue's engine first, through the app's own process-wide cache (``app_support.engine``), and
+then runs ``streamlit run streamlit_app.py`` in the same process: once the server answers its
+health check, the first page a visitor opens is as fast as the next.
 
 Usage: python scripts/serve.py [streamlit run options, e.g. --server.port 8501]
 """
@@ -12,7 +12,6 @@ Usage: python scripts/serve.py [streamlit run options, e.g. --server.port 8501]
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,9 +37,9 @@ def warm_up() -> None:
 
 
 def main() -> int:
-    """Starts the warm-up thread, then the Streamlit server (which never returns until stopped)."""
+    """Warms up, then runs the Streamlit server (which returns only when stopped)."""
     sys.path.insert(0, str(ROOT))  # `app_support` as the app imports it: one module, one cache
-    threading.Thread(target=warm_up, name="imgsim-warm-up", daemon=True).start()
+    warm_up()
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", str(ROOT / "streamlit_app.py"), *sys.argv[1:]]

@@ -57,6 +57,7 @@ def server(hostile_catalog, tmp_path_factory):
         os.killpg(proc.pid, signal.SIGTERM)
         pytest.fail("streamlit did not become healthy")
     healthy = time.perf_counter()
+    print(f"\nstart (models loaded) to health: {healthy - started:.1f} s")
     yield url, healthy
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)
@@ -99,6 +100,15 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     print(f"\nhealth to first result: {first - started:.1f} s; upload to results: {first - t0:.2f} s")
     wait_idle(page)
     page.screenshot(path=str(ARTIFACTS / "search.png"))
+    sizes = page.evaluate("""[...document.querySelectorAll(".st-key-results-search [data-testid='stImage'] img")]
+        .map(i => { const b = i.getBoundingClientRect(); return [Math.round(b.width), Math.round(b.height)]; })""")
+    assert len(sizes) == 8 and len({tuple(s) for s in sizes}) == 1 and sizes[0][0] == sizes[0][1]  # same squares
+    assert page.locator(".st-key-results-search [data-testid='stImage']").first.bounding_box()["y"] < 900
+
+    page.get_by_role("button", name="Why?").first.click()  # the heat map, in a dialog
+    page.locator("[role='dialog'] [data-testid='stImage'] img").wait_for(timeout=60_000)
+    page.keyboard.press("Escape")
+    wait_idle(page)
 
     # Warm query: "More like this" on the second result; done when the query caption shows its name.
     second = page.locator("[data-testid='stMarkdownContainer'] p", has=page.get_by_text("2.", exact=True))
@@ -240,7 +250,7 @@ def test_no_request_leaves_the_origin(server, browser, tracker, tmp_path):
         page.wait_for_timeout(1000)  # let images, charts and fonts load
         assert page.locator("text=Traceback").count() == 0, title
     page.get_by_text("Catalogue", exact=True).first.wait_for()  # the sidebar is still there
-    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").last.click()  # category options
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']:visible").last.click()  # category options
     page.get_by_text(f"![c]({base}/c.png) reds").first.wait_for(timeout=60_000)  # an option: no Markdown
     assert page.locator("[data-testid='stMain'] a[href^='http']").count() == 0  # no name became a link
     page.keyboard.press("Escape")
