@@ -36,6 +36,13 @@ def warm_up() -> None:
     print(f"warm-up: models loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
+def local_command(port: int) -> list[str]:
+    """The command that serves the app headless on 127.0.0.1:``port`` (browser tests, screenshots)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--server.headless", "true", "--server.address",
+            "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"]
+
+
 def main() -> int:
     """Warms up, then runs the Streamlit server (which returns only when stopped)."""
     sys.path.insert(0, str(ROOT))  # `app_support` as the app imports it: one module, one cache

@@ -1,12 +1,12 @@
 """One real browser: Debian's Chromium driven by Playwright against `streamlit run`."""
 
+import importlib.util
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +21,14 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def serve_module():
+    """scripts/serve.py, the launcher start.sh uses (the shop's models load before any visit)."""
+    spec = importlib.util.spec_from_file_location("serve", REPO / "scripts" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
@@ -41,11 +49,7 @@ def server(hostile_catalog, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "IMGSIM_DATA_DIR": str(data)}
     started = time.perf_counter()
-    proc = subprocess.Popen(  # the launcher start.sh uses: the shop's models load before any visit
-        [sys.executable, "scripts/serve.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(serve_module().local_command(port), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
