@@ -623,3 +623,22 @@ def test_messages_name_server_files_by_their_file_name_only(tmp_path, monkeypatc
     assert str(tmp_path) not in public_message(message).replace("\\", "")
     assert safe_file_name("../../etc/My Shop!.ZIP", 0) == "My_Shop.zip"
     assert safe_file_name("photo.jpg", 3) == "photo-3.jpg" and safe_file_name("...", 0) == "upload"
+
+
+def test_map_legends_name_the_top_categories_and_other_in_grey():
+    import pandas as pd
+
+    from app_support.charts import OTHER, TOP_CATEGORIES, curve_chart, map_chart, top_categories
+
+    categories = pd.Series([f"c{i}" for i in range(16) for _ in range(16 - i)] + ["", None])
+    kept = top_categories(categories)
+    assert sorted(set(kept) - {OTHER}) == sorted(f"c{i}" for i in range(TOP_CATEGORIES))
+    assert (kept.iloc[-2:] == OTHER).all() and (kept[categories == "c15"] == OTHER).all()
+    spec = map_chart(pd.DataFrame({"x": range(len(categories)), "y": 0.0, "category": categories})).to_dict()
+    color = spec["encoding"]["color"]
+    assert color["scale"]["domain"][-1] == OTHER and len(set(color["scale"]["range"])) == TOP_CATEGORIES + 1
+    assert color["legend"]["labelLimit"] == 0  # "Catalogue-tuned EfficientNet-Lite0 (on 'label')" whole
+    names = ["Pretrained CNN (EfficientNet-Lite0)", "Catalogue-tuned EfficientNet-Lite0 (on 'label')", "chance"]
+    curves = curve_chart(pd.DataFrame({n: [0.5, 0.4] for n in names}, index=[1, 2])).to_dict()
+    assert curves["encoding"]["color"]["legend"]["labelLimit"] == 0
+    assert curves["encoding"]["color"]["sort"] == names
