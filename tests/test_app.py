@@ -188,6 +188,10 @@ def test_why_shows_the_heat_map_only_when_asked(app, monkeypatch):
     assert any("warm colours" in c for img in app.image for c in img.captions)
     app.run()  # a later run (any click) computes nothing more
     assert len(calls) == 1
+    app.button(key="example-search").click().run()  # a catalogue item: its thumbnail is the query
+    [b for b in app.button if b.label == "Why?"][0].click().run()
+    assert not app.exception and len(calls) == 2 and not app.error
+    assert any("warm colours" in c for img in app.image for c in img.captions)
 
 
 def test_compare_page_shows_a_tab_per_approach_with_shared_results_marked(app):
