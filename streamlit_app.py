@@ -17,6 +17,8 @@ from app_support.uploads import public_message
 # browser fetch the favicon from fonts.gstatic.com.
 st.set_page_config(page_title="imgsim · visual search", page_icon=str(ASSETS / "icon.png"), layout="wide")
 st.logo(str(ASSETS / "logo.svg"))
+# Phone-first layout (two result tiles to a row, the query beside its caption): local CSS only.
+st.html(f"<style>{(ASSETS / 'app.css').read_text()}</style>")
 navigation = st.navigation([
     st.Page("app_pages/search.py", title="Search", icon=":material/image_search:", default=True),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),

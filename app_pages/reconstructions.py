@@ -33,7 +33,10 @@ if engine is not None:
         rows: list[int] = []
         query = None
         if mode == "Browse":
-            rows = [st.slider("Item", 0, n - 1, 0, key=state.RECON_ITEM)] if n > 1 else [0]
+            names = engine.items["name"].astype(str).tolist()
+            # A selectbox filters its options as the user types: an item is found by its name.
+            rows = [st.selectbox("Item (type to find it by name)", range(n), key=state.RECON_ITEM,
+                                 format_func=lambda row: names[row] or str(engine.items["id"].iloc[row]))]
         elif mode == "Random":
             remembered = st.session_state.get(state.RECON_RANDOM) or []
             if (st.button("Another", icon=":material/casino:") or not remembered

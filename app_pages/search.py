@@ -22,17 +22,19 @@ if engine is not None:
             widgets.result_grid(engine, result, key="search-words")
     if query is not None and approach is not None:
         result = q.run_query(engine, query, approach, k, category)
-        left, right = st.columns([1, 3])
-        with left:
-            q.show_query(query, result)
+        with st.container(key="query-row"):  # the photo small, beside what was found: results in the first screen
+            left, right = st.columns([1, 2], vertical_alignment="center")
+            with left:
+                q.show_query(query, result)
+            if result is not None:
+                with right:
+                    st.subheader(f"{len(result.items)} most similar")
+                    st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
+                               f"(search {result.search_seconds * 1000:.1f} ms)"
+                               + q.box_note(query)
+                               + (" · re-ranked by your words" if state.search_words() else ""))
+        widgets.crop_box_editor(query, result, "search")
         if result is not None:
-            with right:
-                st.subheader(f"{len(result.items)} most similar")
-                st.caption(f"{result.label} · {result.seconds * 1000:.0f} ms "
-                           f"(search {result.search_seconds * 1000:.1f} ms)"
-                           + (" · searched with your box" if query.box else "")
-                           + (" · re-ranked by your words" if state.search_words() else ""))
-            widgets.crop_box_editor(query, result, "search")
             if result.no_good_match:
                 st.info("Nothing like this in the catalogue: the closest items are shown below.")
             widgets.result_grid(engine, result, key="search", query=query)

@@ -15,6 +15,8 @@ from app_support.text import plain
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif", "gif", "bmp", "tiff", "tif"]
 #: Largest photo accepted from a browser, in bytes (the server's own limit is also in config.toml).
 MAX_UPLOAD_BYTES = 25 * 2**20
+#: Width of the query picture, in pixels: small, so that results start in a phone's first screen.
+QUERY_SIDE = 120
 
 
 def _take_upload(key: str, name: str) -> None:
@@ -25,11 +27,13 @@ def _take_upload(key: str, name: str) -> None:
     if getattr(upload, "size", 0) > MAX_UPLOAD_BYTES:
         st.session_state[state.QUERY_ERROR] = (f"That file is {upload.size / 2**20:.0f} MB; photos up to "
                                                f"{MAX_UPLOAD_BYTES // 2**20} MB are accepted.")
+        st.session_state.pop(state.QUERY, None)
         return
     try:
         rgb = imgsim.decode_query(upload)
     except imgsim.ImageDecodeError as err:
         st.session_state[state.QUERY_ERROR] = f"That file cannot be used: {err}"
+        st.session_state.pop(state.QUERY, None)  # the error replaces the previous photo's results
         return
     st.session_state.pop(state.QUERY_ERROR, None)
     st.session_state[state.QUERY] = Query("image", getattr(upload, "name", None) or name, rgb=rgb)
@@ -45,17 +49,19 @@ def set_item_query(engine: imgsim.Engine, row: int) -> None:
 
 def query_widgets(engine: imgsim.Engine, page: str) -> None:
     """Upload, camera and example inputs; the latest one used becomes the query."""
-    st.text_input("Words", **state.remembered(state.WORDS, ""), placeholder="blue casual shirt",
-                  help="Searched in the catalogue's names, categories and other text; with a photo, "
-                       "they re-rank what looks like it (“this, but in blue”).")
-    upload = widget_key("upload", page)
-    st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
-                     max_upload_size=MAX_UPLOAD_BYTES // 2**20,
-                     args=(upload, "Your photo"), help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
-    cols = st.columns(2)
-    cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=widget_key("example", page),
-                   on_click=lambda: set_item_query(engine, random.randrange(len(engine.items))))
-    if cols[1].toggle("Use the camera", key=widget_key("use-camera", page)):
+    with st.container(key="query-inputs"):  # compact on a phone (assets/app.css): results in the first screen
+        st.text_input("Words", **state.remembered(state.WORDS, ""), placeholder="Words: blue casual shirt",
+                      help="Searched in the catalogue's names, categories and other text; with a photo, "
+                           "they re-rank what looks like it (“this, but in blue”).")
+        upload = widget_key("upload", page)
+        st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=upload, on_change=_take_upload,
+                         max_upload_size=MAX_UPLOAD_BYTES // 2**20, args=(upload, "Your photo"),
+                         help="JPEG, PNG, WebP, HEIC (iPhone), AVIF, GIF, BMP or TIFF")
+        cols = st.columns(2, vertical_alignment="center")
+        cols[0].button("Try an example", icon=":material/casino:", width="stretch", key=widget_key("example", page),
+                       on_click=lambda: set_item_query(engine, random.randrange(len(engine.items))))
+        use_camera = cols[1].toggle("Use the camera", key=widget_key("use-camera", page))
+    if use_camera:
         camera = widget_key("cam", page)
         st.camera_input("Take a photo", key=camera, on_change=_take_upload, args=(camera, "Camera photo"))
 
@@ -102,11 +108,19 @@ def show_query(query: Query, result: imgsim.SearchResult | None) -> None:
     if result is None:
         return
     if query.kind == "image" and result.auto_box is not None and query.box is None:
-        st.image(with_box(query.rgb, result.auto_box), width=220,
+        st.image(with_box(query.rgb, result.auto_box), width=QUERY_SIDE,
                  caption=plain(f"{query.name} — the product box found automatically "
                                f"({result.regions} regions searched)"))
     else:
-        st.image(result.query_image, caption=plain(f"{query.name} — as the model sees it"), width=160)
+        st.image(result.query_image, caption=plain(f"{query.name} — as the model sees it"), width=QUERY_SIDE)
+
+
+def box_note(query: Query) -> str:
+    """What a result caption adds for the query's box ("" for region search)."""
+    if query.box is None:
+        return ""
+    h, w = query.rgb.shape[:2]
+    return " · searched with the whole photo" if query.box == (0, 0, w, h) else " · searched with your box"
 
 
 def with_box(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

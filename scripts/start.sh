@@ -12,6 +12,6 @@ if [ -d /usr/share/tuxpaint/stamps ]; then
   echo "== building the demo catalogue (first run only; skips what is up to date)"
   .venv/bin/python -m imgsim build demo
 fi
-echo "== starting the app on http://localhost:${IMGSIM_PORT:-8501}"
-exec .venv/bin/python -m streamlit run streamlit_app.py --server.port "${IMGSIM_PORT:-8501}" \
+echo "== starting the app (the demo's models load at once) on http://localhost:${IMGSIM_PORT:-8501}"
+exec .venv/bin/python scripts/serve.py --server.port "${IMGSIM_PORT:-8501}" \
   --browser.gatherUsageStats false "$@"

@@ -117,35 +117,92 @@ def test_switching_catalogue_drops_what_belonged_to_the_old_one(app, app_data):
     assert "query" not in app.session_state and len(app.image) >= 3
 
 
-def test_a_crop_box_is_kept_with_the_query_and_can_be_dropped(app):
-    """The box editor starts from the automatic box; the search then uses that region only."""
+def result_scores(at) -> list[str]:
+    return [c.value for c in at.caption if "similarity" in c.value]
+
+
+def test_the_box_changes_nothing_until_applied_and_whole_photo_means_all_of_it(app):
+    """Opening the editor keeps the search; "Search this box" applies the box shown (the
+    automatic one until it is moved); "Whole photo" searches all of the photo, not the automatic box."""
     from conftest import jpeg_bytes as jpeg
 
     scene = np.full((300, 400, 3), 90, np.uint8)
     scene[100:200, 150:250] = (30, 50, 210)
     app.file_uploader[0].set_value(("scene.jpg", jpeg(scene), "image/jpeg")).run()
     assert not app.exception and len(result_images(app)) == 8
+    before = result_scores(app)
     app.toggle(key="crop-search").set_value(True).run()
-    assert not app.exception
+    assert not app.exception and app.session_state["query"].box is None and result_scores(app) == before
+    app.button(key="apply-box-search").click().run()
     box = app.session_state["query"].box
-    assert box is not None and 0 <= box[0] < box[2] <= 400 and 0 <= box[1] < box[3] <= 300
+    assert box is not None and 0 <= box[0] < box[2] <= 400 and 0 <= box[1] < box[3] <= 300 and box != (0, 0, 400, 300)
     assert any("searched with your box" in c.value for c in app.caption)
     app.switch_page("app_pages/compare.py").run()  # the box travels with the query
     assert not app.exception and app.session_state["query"].box == box
     app.switch_page("app_pages/search.py").run()
+    app.toggle(key="crop-search").set_value(True).run()
+    app.button(key="whole-photo-search").click().run()
+    assert app.session_state["query"].box == (0, 0, 400, 300)
+    assert any("searched with the whole photo" in c.value for c in app.caption)
     app.toggle(key="crop-search").set_value(False).run()
-    app.button(key="uncrop-search").click().run()
-    assert app.session_state["query"].box is None
+    app.button(key="uncrop-search").click().run()  # back to the automatic box
+    assert app.session_state["query"].box is None and result_scores(app) == before
     app.sidebar.toggle(key="regions-picker").set_value(False).run()
     assert not app.exception and len(result_images(app)) == 8
 
 
-def test_compare_page_shows_both_columns_with_precision(app):
+def test_a_bad_upload_replaces_the_previous_results(app):
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((40, 60, 200), 64)), "image/jpeg")).run()
+    assert len(result_images(app)) == 8
+    app.file_uploader[0].set_value(("notes.jpg", b"<html>not a photo</html>", "image/jpeg")).run()
+    assert not app.exception and app.error and "query" not in app.session_state
+    assert result_images(app) == [] and not result_scores(app)
+
+
+def test_tiles_are_white_squares_that_enlarge_a_small_thumbnail_at_most_twice(tmp_path):
+    from PIL import Image
+
+    from app_support.widgets import TILE_SIDE, tile
+
+    Image.new("RGB", (32, 20), (200, 0, 0)).save(tmp_path / "small.png")
+    Image.new("RGB", (512, 256), (0, 0, 200)).save(tmp_path / "large.png")
+    small, large = tile(str(tmp_path / "small.png")), tile(str(tmp_path / "large.png"))
+    assert small.shape == large.shape == (TILE_SIDE, TILE_SIDE, 3)
+    red = np.argwhere(small[..., 1] < 128)  # not white
+    assert red.max(0).tolist() == [127 + 20, 127 + 32] and red.min(0).tolist() == [128 - 20, 128 - 32]
+    blue = np.argwhere(large[..., 0] < 128)
+    assert blue.min(0).tolist() == [64, 0] and blue.max(0).tolist() == [191, 255]
+    assert (small[0, 0] == 255).all() and (large[0, 0] == 255).all()
+
+
+def test_why_shows_the_heat_map_only_when_asked(app, monkeypatch):
+    import imgsim
+
+    calls = []
+    real = imgsim.explain
+    monkeypatch.setattr(imgsim, "explain", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    app.file_uploader[0].set_value(("photo.jpg", jpeg_bytes(solid((40, 60, 200), 64)), "image/jpeg")).run()
+    assert calls == [] and len([b for b in app.button if b.label == "Why?"]) == 8
+    [b for b in app.button if b.label == "Why?"][2].click().run()
+    assert not app.exception and len(calls) == 1  # that result only, once
+    assert any("warm colours" in c for img in app.image for c in img.captions)
+    app.run()  # a later run (any click) computes nothing more
+    assert len(calls) == 1
+    app.button(key="example-search").click().run()  # a catalogue item: its thumbnail is the query
+    [b for b in app.button if b.label == "Why?"][0].click().run()
+    assert not app.exception and len(calls) == 2 and not app.error
+    assert any("warm colours" in c for img in app.image for c in img.captions)
+
+
+def test_compare_page_shows_a_tab_per_approach_with_shared_results_marked(app):
     app.switch_page("app_pages/compare.py").run()
     app.button(key="example-compare").click().run()
     assert not app.exception
-    assert len(app.subheader) >= 2
+    labels = [t.label for t in app.tabs]  # the hostile shop has no labels: no tuned approach
+    assert len(labels) == 2 and labels[0].startswith("Pretrained CNN") and labels[1].startswith("Autoencoder")
     assert any("precision@8" in m.value for m in app.markdown)
+    shared = re.search(r"\*\*(\d+) of 8\*\*", " ".join(m.value for m in app.markdown))
+    assert shared and sum("● shared" in c.value for c in app.caption) == 2 * int(shared.group(1))
 
 
 def test_reconstructions_modes(app):
@@ -154,6 +211,16 @@ def test_reconstructions_modes(app):
         app.main.radio[0].set_value(mode).run()
         assert not app.exception
         assert len(app.image) >= 3
+
+
+def test_reconstructions_browse_picks_an_item_by_name(app):
+    app.switch_page("app_pages/reconstructions.py").run()
+    app.main.radio[0].set_value("Browse").run()
+    picker = app.main.selectbox(key="recon_item")
+    names = [str(o) for o in picker.options]
+    assert len(names) > 3 and names[0] != "0"  # options are names, not row numbers
+    picker.set_value(3).run()
+    assert not app.exception and any(names[3][:10] in m.value.replace("\\", "") for m in app.markdown)
 
 
 @pytest.mark.slow
@@ -560,3 +627,22 @@ def test_messages_name_server_files_by_their_file_name_only(tmp_path, monkeypatc
     assert str(tmp_path) not in public_message(message).replace("\\", "")
     assert safe_file_name("../../etc/My Shop!.ZIP", 0) == "My_Shop.zip"
     assert safe_file_name("photo.jpg", 3) == "photo-3.jpg" and safe_file_name("...", 0) == "upload"
+
+
+def test_map_legends_name_the_top_categories_and_other_in_grey():
+    import pandas as pd
+
+    from app_support.charts import OTHER, TOP_CATEGORIES, curve_chart, map_chart, top_categories
+
+    categories = pd.Series([f"c{i}" for i in range(16) for _ in range(16 - i)] + ["", None])
+    kept = top_categories(categories)
+    assert sorted(set(kept) - {OTHER}) == sorted(f"c{i}" for i in range(TOP_CATEGORIES))
+    assert (kept.iloc[-2:] == OTHER).all() and (kept[categories == "c15"] == OTHER).all()
+    spec = map_chart(pd.DataFrame({"x": range(len(categories)), "y": 0.0, "category": categories})).to_dict()
+    color = spec["encoding"]["color"]
+    assert color["scale"]["domain"][-1] == OTHER and len(set(color["scale"]["range"])) == TOP_CATEGORIES + 1
+    assert color["legend"]["labelLimit"] == 0  # "Catalogue-tuned EfficientNet-Lite0 (on 'label')" whole
+    names = ["Pretrained CNN (EfficientNet-Lite0)", "Catalogue-tuned EfficientNet-Lite0 (on 'label')", "chance"]
+    curves = curve_chart(pd.DataFrame({n: [0.5, 0.4] for n in names}, index=[1, 2])).to_dict()
+    assert curves["encoding"]["color"]["legend"]["labelLimit"] == 0
+    assert curves["encoding"]["color"]["sort"] == names

@@ -1,12 +1,12 @@
 """One real browser: Debian's Chromium driven by Playwright against `streamlit run`."""
 
+import importlib.util
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +21,14 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def serve_module():
+    """scripts/serve.py, the launcher start.sh uses (the shop's models load before any visit)."""
+    spec = importlib.util.spec_from_file_location("serve", REPO / "scripts" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
@@ -41,11 +49,7 @@ def server(hostile_catalog, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "IMGSIM_DATA_DIR": str(data)}
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(serve_module().local_command(port), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -56,7 +60,9 @@ def server(hostile_catalog, tmp_path_factory):
     else:
         os.killpg(proc.pid, signal.SIGTERM)
         pytest.fail("streamlit did not become healthy")
-    yield url, started
+    healthy = time.perf_counter()
+    print(f"\nstart (models loaded) to health: {healthy - started:.1f} s")
+    yield url, healthy
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=20)
 
@@ -95,9 +101,18 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     chooser.value.set_files(str(photo))
     count_results(page, 8)  # k = 8 results plus the query as the model sees it
     first = time.perf_counter()
-    print(f"\ncold start to first result: {first - started:.1f} s; upload to results: {first - t0:.2f} s")
+    print(f"\nhealth to first result: {first - started:.1f} s; upload to results: {first - t0:.2f} s")
     wait_idle(page)
     page.screenshot(path=str(ARTIFACTS / "search.png"))
+    sizes = page.evaluate("""[...document.querySelectorAll(".st-key-results-search [data-testid='stImage'] img")]
+        .map(i => { const b = i.getBoundingClientRect(); return [Math.round(b.width), Math.round(b.height)]; })""")
+    assert len(sizes) == 8 and len({tuple(s) for s in sizes}) == 1 and sizes[0][0] == sizes[0][1]  # same squares
+    assert page.locator(".st-key-results-search [data-testid='stImage']").first.bounding_box()["y"] < 900
+
+    page.get_by_role("button", name="Why?").first.click()  # the heat map, in a dialog
+    page.locator("[role='dialog'] [data-testid='stImage'] img").wait_for(timeout=60_000)
+    page.keyboard.press("Escape")
+    wait_idle(page)
 
     # Warm query: "More like this" on the second result; done when the query caption shows its name.
     second = page.locator("[data-testid='stMarkdownContainer'] p", has=page.get_by_text("2.", exact=True))
@@ -131,41 +146,75 @@ def test_upload_compare_and_camera(server, browser, tmp_path):
     page.close()
 
 
-def test_phone_width_layout(server, browser, tmp_path):
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+
+def tiles_in_first_screen(page, grid: str) -> int:
+    """How many result tiles of ``grid`` show their picture, name and score in the first screen."""
+    return page.evaluate("""([grid, height]) => {
+        const tiles = document.querySelectorAll(`.st-key-results-${grid} [data-testid='stImage']`);
+        return [...tiles].filter(img => {
+            const tile = img.closest("[data-testid='stColumn']");
+            const score = tile.querySelector("[data-testid='stCaptionContainer']").getBoundingClientRect();
+            const i = img.getBoundingClientRect();
+            return i.width > 100 && i.top >= 0 && score.bottom <= height;
+        }).length;
+    }""", [grid, 844])
+
+
+def test_phone_first_screen_and_the_box_by_tap(server, browser, tmp_path):
+    """390x844 with touch: two result tiles in the first screen after an upload; the box
+    editor's buttons work by tap; nothing is wider than the phone."""
     url, _ = server
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(jpeg_bytes(solid((200, 60, 40), 300)))
-    page = browser.new_page(viewport={"width": 390, "height": 2400}, is_mobile=True, has_touch=True)
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
     page.goto(url)
     wait_idle(page)
     page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(photo))
     count_results(page, 8)
     wait_idle(page)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than a phone
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "phone.png"))
+    assert tiles_in_first_screen(page, "search") >= 2
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than a phone
 
-    # The crop box: it opens on the photo, fits the phone, and a moved box is searched with.
-    page.get_by_text("Adjust the product box").click()
-    frame = page.frame_locator("iframe[title*='streamlit_cropper']")
-    canvas = frame.locator("canvas").last
-    canvas.wait_for(timeout=60_000)
+    before = page.locator(".st-key-results-search [data-testid='stCaptionContainer']").all_inner_texts()
+    page.get_by_text("Adjust the product box").tap()
+    page.frame_locator("iframe[title*='streamlit_cropper']").locator("canvas").last.wait_for(timeout=60_000)
     wait_idle(page)
+    assert page.get_by_text("searched with your box").count() == 0  # opening it changed nothing
+    assert page.locator(".st-key-results-search [data-testid='stCaptionContainer']").all_inner_texts() == before
+    page.get_by_role("button", name="Search this box").tap()
     page.get_by_text("searched with your box").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Whole photo").tap()
+    page.get_by_text("searched with the whole photo").first.wait_for(timeout=60_000)
+    wait_idle(page)
     count_results(page, 8)
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 20, cy + 15, steps=5)
-    page.mouse.up()
-    page.mouse.dblclick(cx + 20, cy + 15)
-    wait_idle(page)
-    count_results(page, 8)
     assert page.locator("text=Traceback").count() == 0
     page.screenshot(path=str(ARTIFACTS / "phone-crop.png"))
-    page.close()
+
+    # Compare on a phone: a tab per approach, shared results marked, two tiles to a row.
+    page.goto(url + "/compare")
+    wait_idle(page)
+    page.get_by_role("button", name="Try an example").tap()
+    page.get_by_role("tab").nth(1).wait_for(timeout=60_000)
+    wait_idle(page)
+    tabs = page.get_by_role("tab")
+    assert tabs.count() == 2
+    tabs.nth(1).tap()
+    wait_idle(page)
+    visible = page.locator("[class*='st-key-results-compare-'] [data-testid='stImage']:visible")
+    assert visible.count() == 8
+    boxes = [visible.nth(i).bounding_box() for i in range(2)]
+    assert boxes[0]["y"] == boxes[1]["y"] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1  # side by side
+    assert page.get_by_text("● shared").count() >= 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.screenshot(path=str(ARTIFACTS / "phone-compare.png"))
+    context.close()
 
 
 def as_shown(text: str) -> re.Pattern:
