@@ -22,7 +22,7 @@ from imgsim.storage.artifacts import ArtifactError, write_json_atomic
 from imgsim.storage.layout import BACKEND_FILE  # noqa: F401 (re-exported)
 from imgsim.storage.stores import Store
 
-#: The file in a catalogue's root that names its vector service (absent: local stores).
+#: The kind of a catalogue served from its own stores (no backend.json, or export --to local).
 LOCAL = "local"
 
 
