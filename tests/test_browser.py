@@ -264,3 +264,52 @@ def test_no_request_leaves_the_origin(server, browser, tracker, tmp_path):
     leaving = [u for u in requests if urlsplit(u).scheme not in allowed and urlsplit(u).netloc != origin]
     assert requests and leaving == []
     assert hits == []
+
+
+def test_a_catalogue_built_here_is_listed_at_once_and_its_key_works_after_a_reload(server, browser, tmp_path):
+    """The merchandiser's round trip in a real browser: build from a zip, see it picked in the
+    sidebar at once, then open it again in fresh sessions: with the key's link it can be changed,
+    without a key (or with a wrong one) it stays read-only. Named to sort after the shop, so the
+    other tests' sessions still open the shop by default."""
+    import zipfile
+
+    url, _ = server
+    archive = tmp_path / "zz-browser.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, colour in (("hats/red.jpg", (200, 30, 30)), ("hats/blue.jpg", (30, 30, 200))):
+            zf.writestr(name, jpeg_bytes(solid(colour, 64)))
+    page = browser.new_page(viewport={"width": 1280, "height": 2000})
+    page.goto(url + "/catalogue")
+    wait_idle(page)
+    page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(archive))
+    page.get_by_label("Catalogue name").fill("zz-browser")
+    page.get_by_role("button", name="Build").click()
+    page.get_by_text("is ready: 2 items in").wait_for(timeout=120_000)
+    wait_idle(page)
+    sidebar = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Catalogue")
+    page.screenshot(path=str(ARTIFACTS / "catalogue-built.png"))
+    assert "zz-browser" in sidebar.inner_html()  # listed and picked in the same run, no other page opened
+    key = page.locator("[data-testid='stCode']").inner_text().strip()
+    assert len(key) >= 20
+    assert page.get_by_text("Change zz-browser").count() == 1  # its builder may change it
+    page.close()
+
+    with_key = browser.new_page()  # a reload, or another browser: a new session
+    with_key.goto(f"{url}/catalogue?catalog=zz-browser&key={key}")
+    wait_idle(with_key)
+    with_key.get_by_text("Change zz-browser").wait_for(timeout=60_000)
+    with_key.close()
+
+    without = browser.new_page()  # another visitor, who picks it in the sidebar: listed for everyone
+    without.goto(f"{url}/catalogue")
+    wait_idle(without)
+    without.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']", has_text="Catalogue").click()
+    without.get_by_role("option", name="zz-browser").click()
+    wait_idle(without)
+    without.get_by_text("Edit key of zz-browser").wait_for(timeout=60_000)
+    assert without.get_by_text("Change zz-browser").count() == 0
+    without.get_by_label("Edit key of zz-browser").fill("not-the-key")
+    without.get_by_role("button", name="Unlock").click()
+    without.get_by_text("That key does not open").wait_for(timeout=60_000)
+    assert without.get_by_text("Change zz-browser").count() == 0
+    without.close()
