@@ -15,15 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from imgsim.approaches.autoencoder.nets import LIMITS as AUTOENCODER_LIMITS
 from imgsim.ingest.download import MAX_BYTES_LIMIT
 
 # The range of every number the command line takes, beside the download ones (DownloadConfig's
 # own LIMITS). Past them a value is a typo or an attack: 65536 px would allocate 240 GiB.
 K_RANGE = (1, 10_000)
 MAX_MB_RANGE = (0.01, MAX_BYTES_LIMIT / 2**20)
-IMAGE_SIZE_RANGE = (16, 512)  # the autoencoder's input side (a power of two for conv)
-LATENT_DIM_RANGE = (2, 4096)
-EPOCHS_RANGE = (1, 1000)
+IMAGE_SIZE_RANGE = AUTOENCODER_LIMITS["image_size"]  # the input side (a power of two for conv)
+LATENT_DIM_RANGE = AUTOENCODER_LIMITS["latent_dim"]
+EPOCHS_RANGE = AUTOENCODER_LIMITS["epochs"]
 
 #: The exit code of a command that ends on a user's mistake (bad input, a missing catalogue).
 EXIT_USER_ERROR = 2

@@ -40,6 +40,11 @@ def test_config_is_validated():
         AutoencoderConfig(image_size=48)
     with pytest.raises(ValueError, match="epochs"):
         AutoencoderConfig(epochs=0)
+    # The library refuses what the command line refuses (issue 24: 65536 px asked for 240 GiB).
+    for absurd in ({"image_size": 65536}, {"latent_dim": 2_000_000_000}, {"image_size": 64.0},
+                   {"batch_size": True}, {"learning_rate": float("nan")}, {"learning_rate": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(absurd))):
+            AutoencoderConfig(**absurd)
 
 
 def test_training_lowers_the_loss_and_reloads_identically(tmp_path):

@@ -67,6 +67,19 @@ class Mode(enum.StrEnum):
     ROBUST = "robust"
 
 
+#: Bounds of the whole-number settings: an image side past 512 or a latent of billions would ask
+#: for more memory than any machine here has (``image_size`` 65536 tried to allocate 240 GiB).
+LIMITS: dict[str, tuple[int, int]] = {
+    "image_size": (16, 512),
+    "latent_dim": (2, 4096),
+    "base_filters": (1, 256),
+    "epochs": (1, 1000),
+    "batch_size": (1, 4096),
+    "patience": (0, 1000),
+    "seed": (0, 2**32 - 1),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
     """Architecture and training settings.
@@ -112,16 +125,16 @@ class AutoencoderConfig:
         object.__setattr__(self, "mode", Mode(self.mode))
         if self.latent_dim is None:
             object.__setattr__(self, "latent_dim", 16 if self.variant is Variant.SEED else 128)
-        if self.image_size < 16:
-            raise ValueError(f"`image_size` must be >= 16. Received: image_size={self.image_size}")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"`{name}` must be a whole number in [{low}, {high}]. Received: {name}={value!r}")
         if self.variant is Variant.CONV and self.image_size & (self.image_size - 1):
             raise ValueError(
                 f"`image_size` must be a power of two for the conv variant. Received: {self.image_size}"
             )
-        if self.latent_dim < 2:
-            raise ValueError(f"`latent_dim` must be >= 2. Received: latent_dim={self.latent_dim}")
-        if self.epochs < 1:
-            raise ValueError(f"`epochs` must be >= 1. Received: epochs={self.epochs}")
+        if not (isinstance(self.learning_rate, int | float) and 0.0 < self.learning_rate <= 1.0):
+            raise ValueError(f"`learning_rate` must be in (0, 1]. Received: learning_rate={self.learning_rate!r}")
         if not 0.0 < self.validation_split < 0.5:
             raise ValueError(
                 f"`validation_split` must be in (0, 0.5). Received: {self.validation_split}"
