@@ -11,20 +11,33 @@ Usage: python scripts/serve.py [streamlit run options, e.g. --server.port 8501]
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Streamlit's loggers that warn when its API is used before the server runs a script.
+BARE_MODE_LOGGERS = ("streamlit.runtime.caching.cache_data_api",
+                     "streamlit.runtime.scriptrunner_utils.script_run_context")
 
 
 def warm_up() -> None:
     """Opens the engine the sidebar picks first (the demo, else the first catalogue listed)."""
-    import imgsim
-    from app_support.engine import engine_for
+    import streamlit  # noqa: F401 (creates its loggers, with their levels, before ours are set)
 
+    import imgsim
+
+    # Outside a script run Streamlit warns that there is no runtime and no script context yet; both
+    # are expected here (the cache it fills is the process-wide one the app then reads).
+    quiet = [logging.getLogger(name) for name in BARE_MODE_LOGGERS]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     started = time.perf_counter()
     try:
+        from app_support.engine import engine_for
+
         catalogs = imgsim.searchable_catalogs()
         if not catalogs:
             return
@@ -33,6 +46,9 @@ def warm_up() -> None:
     except (imgsim.ImgsimError, OSError, ValueError) as err:  # the app shows it to the visitor
         print(f"warm-up skipped: {err}", file=sys.stderr)
         return
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     print(f"warm-up: models loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
