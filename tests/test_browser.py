@@ -268,7 +268,8 @@ def test_no_request_leaves_the_origin(server, browser, tracker, tmp_path):
 
 def test_a_catalogue_built_here_is_listed_at_once_and_its_key_works_after_a_reload(server, browser, tmp_path):
     """The merchandiser's round trip in a real browser: build from a zip, see it picked in the
-    sidebar at once, then open it again in fresh sessions: with the key's link it can be changed,
+    sidebar at once, add a photo and remove an item with the counts right after each, then open
+    it again in fresh sessions: with the key's link it can be changed,
     without a key (or with a wrong one) it stays read-only. Named to sort after the shop, so the
     other tests' sessions still open the shop by default."""
     import zipfile
@@ -292,6 +293,17 @@ def test_a_catalogue_built_here_is_listed_at_once_and_its_key_works_after_a_relo
     key = page.locator("[data-testid='stCode']").inner_text().strip()
     assert len(key) >= 20
     assert page.get_by_text("Change zz-browser").count() == 1  # its builder may change it
+    extra = tmp_path / "green.jpg"
+    extra.write_bytes(jpeg_bytes(solid((30, 200, 30), 64)))
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(extra))  # Add's
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_text("3 of 3 items imported").wait_for(timeout=120_000)  # the header counts the new item
+    wait_idle(page)
+    page.locator("[data-testid='stMultiSelect']", has_text="Items to remove").click()
+    page.get_by_role("option").first.click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Remove", exact=True).click()
+    page.get_by_text("2 of 2 items imported").wait_for(timeout=120_000)  # and the removal, at once
     page.close()
 
     with_key = browser.new_page()  # a reload, or another browser: a new session
