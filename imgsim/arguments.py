@@ -107,7 +107,7 @@ def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
 
 def resolve_catalog(text: str) -> Path:
     """A catalogue argument: a directory, or the name of one under ``<data dir>/catalogs``."""
-    from imgsim.ingest.catalog import default_catalog_path
+    from imgsim.storage.layout import default_catalog_path
 
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or "/" in text:

@@ -20,6 +20,7 @@ from imgsim.ingest import catalog as catalog_mod
 from imgsim.ingest.catalog import Catalog
 from imgsim.ingest.download import DownloadConfig
 from imgsim.progress import Progress, silent
+from imgsim.storage import layout
 from imgsim.storage.lock import locks_catalog
 
 ProgressFactory = Callable[[str], Progress]
@@ -327,4 +328,4 @@ def export(catalog: Catalog, uri: str, *, log: Callable[[str], None] = lambda me
 
 def default_demo_path() -> Path:
     """Where the demo catalogue lives: ``<data dir>/catalogs/demo``."""
-    return catalog_mod.default_catalog_path("demo")
+    return layout.default_catalog_path("demo")

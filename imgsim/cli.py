@@ -32,7 +32,7 @@ from imgsim.ingest.download import LIMITS as DOWNLOAD_LIMITS
 
 
 def _default_out(source: str) -> Path:
-    from imgsim.ingest.catalog import default_catalog_path
+    from imgsim.storage.layout import default_catalog_path
 
     name = "demo" if source == "demo" else Path(source.rstrip("/")).stem or "catalog"
     return default_catalog_path(name)

@@ -303,13 +303,14 @@ def test_filter_values_say_what_they_received():
 
 
 def test_the_factory_refuses_unknown_backends_and_locations(tmp_path):
-    from imgsim.index.factory import BACKEND_FILE, read_backend, service_for
+    from imgsim.index.factory import read_backend, service_for
     from imgsim.storage.artifacts import ArtifactError
+    from imgsim.storage.layout import backend_file
 
     catalog, _ = make_store(tmp_path / "shop", "cosine")
     assert read_backend(catalog) == {"kind": "local"}
     for record in ('{"kind": "qdrant", "uri": "x"}', '{"kind": "milvus"}', "[1]", "{not json"):
-        (catalog.root / BACKEND_FILE).write_text(record)
+        backend_file(catalog.root).write_text(record)
         with pytest.raises(ArtifactError, match="backend.json (names no known backend|is unreadable)"):
             read_backend(catalog)
     assert service_for("vectors.db") == "milvus" and service_for("http://127.0.0.1:19530") == "milvus"

@@ -19,7 +19,6 @@ from imgsim.index.backend import Opening, SearchBackend
 from imgsim.ingest.catalog import Catalog
 from imgsim.storage import layout
 from imgsim.storage.artifacts import ArtifactError, write_json_atomic
-from imgsim.storage.layout import BACKEND_FILE  # noqa: F401 (re-exported)
 from imgsim.storage.stores import Store
 
 #: The kind of a catalogue served from its own stores (no backend.json, or export --to local).

@@ -60,7 +60,6 @@ from imgsim.storage.artifacts import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from imgsim.storage.layout import default_catalog_path, valid_catalog_name  # noqa: F401 (re-exported)
 from imgsim.storage.lock import locks_catalog
 
 FORMAT_VERSION = 2
@@ -438,7 +437,7 @@ def ingest(
 
 def list_catalogs(base: str | os.PathLike | None = None) -> list[Path]:
     """Catalogue directories under ``base`` (default ``<data dir>/catalogs``), sorted by name."""
-    base = Path(base) if base is not None else default_catalog_path("x").parent
+    base = Path(base) if base is not None else layout.catalogs_dir()
     if not base.is_dir():
         return []
     return sorted(p for p in base.iterdir() if (p / MANIFEST).is_file())

@@ -24,7 +24,6 @@ from typing import Any
 
 from imgsim.errors import ImgsimError
 from imgsim.storage import swap
-from imgsim.storage.layout import data_dir  # noqa: F401 (where artifacts live; re-exported)
 
 MANIFEST = "manifest.json"
 
