@@ -328,8 +328,11 @@ class MilvusBackend:
                 self._client.insert(physical, list(insert_rows(ids[start:stop], vectors[start:stop],
                                                          categories[start:stop], labels[start:stop])))
             # Sealed segments get the HNSW index; unflushed rows would be searched by brute force.
+            # The index is declared only after the flush and built by the one load: Milvus Lite
+            # indexes a loaded collection's new segments on a background thread after each flush,
+            # and a load racing that thread read a half-written index file (CI, 2026-12-01).
             self._client.flush(physical)
-            self._client.release_collection(physical)
+            self._client.create_index(physical, self._index_params(manifest))
             self._client.load_collection(physical)
             self._switch_alias(collection, physical)
         except BaseException:
@@ -440,21 +443,24 @@ class MilvusBackend:
     def _create(self, physical: str, manifest: dict[str, Any]) -> None:
         from pymilvus import DataType, MilvusClient
 
-        index = manifest["index"]
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=int(manifest["dim"]))
         for field in TEXT_FIELDS:
             schema.add_field(field, DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        # No index yet, so the collection stays released (unloaded) while rows go in.
+        self._client.create_collection(physical, schema=schema, consistency_level="Strong",
+                                       properties={PROPERTY: json.dumps(manifest, sort_keys=True)})
+
+    def _index_params(self, manifest: dict[str, Any]) -> Any:
+        index = manifest["index"]
         params = self._client.prepare_index_params()
         # Build parameters go nested under "params": a Milvus server expands that key, and Milvus
         # Lite 3.2 reads only it (given flat, as pymilvus sends them, M and efConstruction are lost).
         build = {"M": int(index["M"]), "efConstruction": int(index["efConstruction"])}
         params.add_index(VECTOR_FIELD, index_type="HNSW", metric_type=METRICS[manifest["metric"]],
                          params={"params": build})
-        self._client.create_collection(physical, schema=schema, index_params=params,
-                                       consistency_level="Strong",
-                                       properties={PROPERTY: json.dumps(manifest, sort_keys=True)})
+        return params
 
     def _switch_alias(self, alias: str, physical: str) -> None:
         if alias in self._client.list_collections():
