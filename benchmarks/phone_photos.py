@@ -267,8 +267,8 @@ def region_config(mode: str) -> RegionConfig:
         current = getattr(config, key)
         if isinstance(current, bool):
             changes[key] = value.lower() in ("1", "true", "yes")
-        elif isinstance(current, tuple):
-            changes[key] = tuple(type(current[0])(v) for v in value.split("/"))
+        elif isinstance(current, tuple):  # an empty value is an empty tuple (crop_boxes=)
+            changes[key] = tuple((type(current[0]) if current else str)(v) for v in value.split("/") if v)
         else:
             changes[key] = type(current)(value)
     return dataclasses.replace(config, **changes)
