@@ -6,20 +6,12 @@ from PIL import Image, ImageDraw
 
 from imgsim import phonesim
 from imgsim.approaches import boxes
-from imgsim.approaches.regions import MAX_CROPS, STRIDE, RegionConfig, RegionEmbedder
+from imgsim.approaches.regions import MAX_CROPS, RegionConfig, RegionEmbedder
 
 
 @pytest.fixture(scope="module")
 def embedder():
     return RegionEmbedder("efficientnet_lite0")
-
-
-def feature_map(embedder: RegionEmbedder, rgb: np.ndarray) -> np.ndarray:
-    """The 448 px pass the embedder makes (aspect kept, sides multiples of 32)."""
-    h, w = rgb.shape[:2]
-    scale = embedder.config.input_size / max(h, w)
-    size = (max(STRIDE, round(w * scale / STRIDE) * STRIDE), max(STRIDE, round(h * scale / STRIDE) * STRIDE))
-    return embedder._feature_map(np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))[None])[0]
 
 
 def product(side: int = 220) -> np.ndarray:
@@ -51,7 +43,7 @@ def pasted(seed: int, at: tuple[int, int], side: int) -> tuple[np.ndarray, tuple
 def test_a_pasted_product_is_among_the_proposals(embedder, monkeypatch, seed, at, side):
     monkeypatch.setattr(phonesim, "_samples", [])  # procedural scenes only, offline and fast
     photo, truth = pasted(seed, at, side)
-    found = boxes.propose(feature_map(embedder, photo), photo.shape[:2], RegionConfig().proposals, 8, photo)
+    found = boxes.propose(embedder.photo_map(photo)[1], photo.shape[:2], RegionConfig().proposals, 8, photo)
     best = max(boxes.iou(box, truth) for box, _ in found)
     assert best >= 0.7, (truth, found)
     whole = boxes.iou((0, 0, 800, 600), truth)
@@ -90,7 +82,7 @@ def test_degenerate_photos_give_the_whole_image(embedder, photo):
     h, w = photo.shape[:2]
     assert query.auto_box in (None, (0, 0, w, h))
     assert np.isfinite(query.vectors).all()
-    found = boxes.propose(feature_map(embedder, photo), (h, w), RegionConfig().proposals, 4, photo)
+    found = boxes.propose(embedder.photo_map(photo)[1], (h, w), RegionConfig().proposals, 4, photo)
     assert [box for box, _ in found] == [(0, 0, w, h)]
 
 

@@ -302,6 +302,25 @@ class RegionEmbedder:
         equal to the extractor's own."""
         return _unit(self._feature_map(squares).mean(axis=(1, 2)))
 
+    def photo_map(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one high-resolution pass: the photo at ``input_size`` and its feature map.
+
+        Args:
+            rgb: ``uint8`` ``(H, W, 3)`` photo.
+
+        Returns:
+            The resized photo (long side ``input_size``, sides multiples of 32, aspect kept) and
+            its ``(Hf, Wf, C)`` last feature map.
+        """
+        rgb = _check_rgb(rgb)
+        h, w = rgb.shape[:2]
+        scale = self.config.input_size / max(h, w)
+        in_w = max(STRIDE, int(round(w * scale / STRIDE)) * STRIDE)
+        in_h = max(STRIDE, int(round(h * scale / STRIDE)) * STRIDE)
+        resized = np.asarray(Image.fromarray(rgb).resize((in_w, in_h), Image.Resampling.BILINEAR,
+                                                          reducing_gap=2.0))
+        return resized, self._feature_map(resized[None])[0]
+
     def embed(self, rgb: np.ndarray) -> RegionQuery:
         """The region vectors of a photo.
 
@@ -319,12 +338,7 @@ class RegionEmbedder:
         if not config.enabled or (config.studio_shortcut and is_studio_shot(rgb)):
             vector = self.embed_squares(to_square(rgb, self.image_size)[None])
             return RegionQuery(vector, np.asarray([full]), ("whole_square",), None)
-        scale = config.input_size / max(h, w)
-        in_w = max(STRIDE, int(round(w * scale / STRIDE)) * STRIDE)
-        in_h = max(STRIDE, int(round(h * scale / STRIDE)) * STRIDE)
-        resized = np.asarray(Image.fromarray(rgb).resize((in_w, in_h), Image.Resampling.BILINEAR,
-                                                          reducing_gap=2.0))
-        fmap = self._feature_map(resized[None])[0]
+        resized, fmap = self.photo_map(rgb)
         hf, wf = fmap.shape[:2]
         vectors, boxes, kinds = [], [], []
         if config.scales:
