@@ -10,7 +10,8 @@ again around the first box, with a margin, and boxed at the same resolution as t
 ``aspect``: catalogue photos are 3:4 in real life, but myntra_eval's are squashed to 224x224.
 Its items are un-squashed to 3:4 (300x400) studio shots, then embedded made square both ways
 (padded with white, as :func:`imgsim.ingest.images.to_square` does, or squashed back), and each
-way's leave-one-out articleType precision@10 is reported (the item itself excluded).
+way's leave-one-out articleType precision@10 is reported (the item itself excluded), with the
+paired difference and its standard error over the queries.
 
     PYTHONPATH=. .venv/bin/python benchmarks/boxes.py --data ../shared/data/myntra_eval
     PYTHONPATH=. .venv/bin/python benchmarks/boxes.py aspect --data ../shared/data/myntra_eval
@@ -133,8 +134,17 @@ def measure_aspect(args: argparse.Namespace) -> dict:
         embeddings["squash"].append(extractor.embed(np.stack([
             np.asarray(Image.fromarray(s).resize((size, size), Image.Resampling.BICUBIC)) for s in shots])))
     out = {"items": len(table), "seed": args.seed, "loadavg": _loadavg()}
+    per_query = {}
     for mode, parts in embeddings.items():
-        out[f"{mode}_p@10"] = float(evaluate_embeddings(np.vstack(parts), labels, 10)["precision@10"])
+        vectors = np.vstack(parts)
+        out[f"{mode}_p@10"] = float(evaluate_embeddings(vectors, labels, 10)["precision@10"])
+        scores = vectors @ vectors.T
+        np.fill_diagonal(scores, -np.inf)
+        top = np.argsort(-scores, axis=1)[:, :10]
+        per_query[mode] = (labels[top] == labels[:, None]).mean(axis=1)
+    difference = per_query["squash"] - per_query["pad"]
+    out["squash_minus_pad"] = float(difference.mean())
+    out["paired_standard_error"] = float(difference.std(ddof=1) / np.sqrt(len(difference)))
     return out
 
 
