@@ -1,20 +1,20 @@
 """Automatic product boxes against the simulator's true boxes, and pad against squash on 3:4 shots.
 
-``iou`` (the default): on the phone photos of ``benchmarks/phone_photos.py`` (the same seeded
+Box IoU (the default): on the phone photos of ``benchmarks/phone_photos.py`` (the same seeded
 catalogue subset and photos, generated there and cached under ``--work``), the box IoU with the
 product's true box (mean, and the share at IoU >= 0.5) per tier, for the earlier single boxes
 (:func:`imgsim.approaches.regions.product_box`), each proposal spec alone, the query's automatic
 box (the first proposal), the best of the proposals, and a refinement pass (the photo cropped
 again around the first box, with a margin, and boxed at the same resolution as the first pass).
 
-``aspect``: catalogue photos are 3:4 in real life, but myntra_eval's are squashed to 224x224.
+``--aspect``: catalogue photos are 3:4 in real life, but myntra_eval's are squashed to 224x224.
 Its items are un-squashed to 3:4 (300x400) studio shots, then embedded made square both ways
 (padded with white, as :func:`imgsim.ingest.images.to_square` does, or squashed back), and each
 way's leave-one-out articleType precision@10 is reported (the item itself excluded), with the
 paired difference and its standard error over the queries.
 
     PYTHONPATH=. .venv/bin/python benchmarks/boxes.py --data ../shared/data/myntra_eval
-    PYTHONPATH=. .venv/bin/python benchmarks/boxes.py aspect --data ../shared/data/myntra_eval
+    PYTHONPATH=. .venv/bin/python benchmarks/boxes.py --aspect --data ../shared/data/myntra_eval
 
 Exits 0 with a message when the data folder is absent.
 """
@@ -32,11 +32,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from phone_photos import DEFAULT_DATA, LABEL, make_photos, subset  # noqa: E402
+import phone_photos  # noqa: E402
+from phone_photos import LABEL  # noqa: E402
 
 from imgsim.approaches import boxes  # noqa: E402
 from imgsim.approaches.regions import RegionConfig, RegionEmbedder, product_box  # noqa: E402
-from imgsim.build import BuildOptions, build  # noqa: E402
 from imgsim.evaluate import evaluate_embeddings  # noqa: E402
 from imgsim.ingest.images import decode_image, to_square  # noqa: E402
 
@@ -65,15 +65,7 @@ def refined(embedder: RegionEmbedder, rgb: np.ndarray, box, spec: str, margin: f
 
 def measure_iou(args: argparse.Namespace) -> dict:
     """Box IoU of every method over the benchmark's photos, per tier."""
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    folder = subset(args.data, args.items, args.seed, args.work)
-    catalog = build(str(folder), args.work / f"catalog-{args.items}-{args.seed}", BuildOptions(
-        approaches=("pretrained",), labels=str(folder / "labels.csv"), label_column=LABEL),
-        log=lambda line: print(line, file=sys.stderr))
-    labels = catalog.ok["label"].to_numpy().astype(str)
-    photos = make_photos(catalog, labels, args.photos, args.seed,
-                         args.work / f"photos-{args.items}-{args.seed}-{args.photos}-{width}x{height}",
-                         (width, height))
+    _, _, photos = phone_photos.prepare(args)
     config = RegionConfig()
     embedder = RegionEmbedder("efficientnet_lite0", config)
     specs = tuple(dict.fromkeys(config.proposals + tuple(args.extra_specs)))
@@ -154,22 +146,19 @@ def _loadavg() -> list[str] | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=("iou", "aspect"), default="iou")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/imgsim-phone-bench"),
-                        help="phone_photos.py's cache of the catalogue and photos (never committed)")
-    parser.add_argument("--items", type=int, default=1200, help="catalogue size (as phone_photos.py)")
-    parser.add_argument("-n", "--photos", type=int, default=150, help="photos per tier (as phone_photos.py)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", default="4000x3000", help="photo width x height")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The catalogue and photos are phone_photos.py's: its --data, --work, --items, -n, --seed "
+               "and --size are taken as it takes them.")
+    parser.add_argument("--aspect", action="store_true", help="measure pad against squash instead of boxes")
     parser.add_argument("--extra-specs", nargs="*", default=["contrast@0.7", "energy@0.3"],
                         help="proposal specs measured alone besides the default ones")
     parser.add_argument("--refine-margins", nargs="*", type=float, default=[0.25, 0.5],
                         help="margins of the refinement pass measured (none to skip)")
     parser.add_argument("--aspect-items", type=int, default=2000, help="items of the pad/squash measurement")
     parser.add_argument("--json", type=Path, help="write the numbers here")
-    return parser.parse_args(argv)
+    ours, rest = parser.parse_known_args(argv)
+    return argparse.Namespace(**{**vars(phone_photos.parse_args(rest)), **vars(ours)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "labels.csv").exists():
         print(f"skipped: {args.data} is absent (the labelled myntra_eval folder)")
         return 0
-    report = measure_iou(args) if args.what == "iou" else measure_aspect(args)
+    report = measure_aspect(args) if args.aspect else measure_iou(args)
     table = report.pop("table", None)
     print(json.dumps({k: v for k, v in report.items() if k != "methods"}))
     if table:
