@@ -1,5 +1,7 @@
 """Box proposals: a pasted product is among them; the crop bound holds; degenerate photos give the whole image."""
 
+import copy
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -12,6 +14,13 @@ from imgsim.approaches.regions import MAX_CROPS, RegionConfig, RegionEmbedder
 @pytest.fixture(scope="module")
 def embedder():
     return RegionEmbedder("efficientnet_lite0")
+
+
+def with_config(embedder: RegionEmbedder, **changes) -> RegionEmbedder:
+    """The embedder (its loaded model shared) with another RegionConfig."""
+    other = copy.copy(embedder)
+    other.config = RegionConfig(**changes)
+    return other
 
 
 def product(side: int = 220) -> np.ndarray:
@@ -55,13 +64,9 @@ def test_the_crop_count_bound_holds(embedder, monkeypatch):
     photo, _ = pasted(0, (420, 200), 260)
     specs = ("contrast@0.95", "contrast@0.9", "contrast@0.8", "contrast@0.6", "energy@0.5", "energy@0.3")
     cropped = {"whole_square", "proposal_contrast", "proposal_energy"}
-    unbounded = RegionEmbedder.__new__(RegionEmbedder)
-    unbounded.__dict__.update(embedder.__dict__, config=RegionConfig(proposals=specs, max_crops=MAX_CROPS))
-    many = sum(kind in cropped for kind in unbounded.embed(photo).kinds)
+    many = sum(kind in cropped for kind in with_config(embedder, proposals=specs, max_crops=MAX_CROPS).embed(photo).kinds)
     assert many > 3  # these specs give distinct boxes, so a bound of 3 has something to cut
-    bounded = RegionEmbedder.__new__(RegionEmbedder)
-    bounded.__dict__.update(embedder.__dict__, config=RegionConfig(proposals=specs, max_crops=3))
-    query = bounded.embed(photo)
+    query = with_config(embedder, proposals=specs, max_crops=3).embed(photo)
     assert sum(kind in cropped for kind in query.kinds) == 3
     assert query.kinds.count("whole_square") == 1 and query.auto_box is not None
     with pytest.raises(ValueError, match=r"`max_crops` must be in \[2, 16\] .*Received: max_crops=17"):
