@@ -267,18 +267,15 @@ def region_config(mode: str) -> RegionConfig:
         current = getattr(config, key)
         if isinstance(current, bool):
             changes[key] = value.lower() in ("1", "true", "yes")
-        elif isinstance(current, tuple):
-            changes[key] = tuple(type(current[0])(v) for v in value.split("/"))
+        elif isinstance(current, tuple):  # an empty value is an empty tuple (crop_boxes=)
+            changes[key] = tuple((type(current[0]) if current else str)(v) for v in value.split("/") if v)
         else:
             changes[key] = type(current)(value)
     return dataclasses.replace(config, **changes)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not (args.data / "labels.csv").exists():
-        print(f"skipped: {args.data} is absent (the labelled myntra_eval folder)")
-        return 0
+def prepare(args: argparse.Namespace) -> tuple[Catalog, np.ndarray, list[Photo]]:
+    """The benchmark's catalogue (built once under ``--work``), its labels and its photos."""
     width, height = (int(v) for v in args.size.lower().split("x"))
     folder = subset(args.data, args.items, args.seed, args.work)
     catalog_dir = args.work / f"catalog-{args.items}-{args.seed}"
@@ -289,6 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     photos = make_photos(catalog, labels, args.photos, args.seed,
                          args.work / f"photos-{args.items}-{args.seed}-{args.photos}-{width}x{height}",
                          (width, height))
+    return catalog, labels, photos
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.data / "labels.csv").exists():
+        print(f"skipped: {args.data} is absent (the labelled myntra_eval folder)")
+        return 0
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    catalog, labels, photos = prepare(args)
     print(f"catalogue {len(labels)} items, {len(photos)} photos in {photos[0].path.rsplit('/', 1)[0]}",
           file=sys.stderr)
     if args.prepare_only:

@@ -193,7 +193,7 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="`scales`"):
         RegionConfig(scales=(0.1,))
     with pytest.raises(ValueError, match="cannot all be empty"):
-        RegionConfig(scales=(), crop_boxes=(), include_whole_square=False)
+        RegionConfig(scales=(), crop_boxes=(), proposals=(), include_whole_square=False)
     with pytest.raises(ValueError):
         RegionConfig(crop_boxes=("saliency",))
     assert RegionConfig(scales=(), crop_boxes=("energy",)).as_dict()["crop_boxes"] == ["energy"]
