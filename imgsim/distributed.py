@@ -37,8 +37,9 @@ from imgsim.errors import ImgsimError
 #: Set in the driver's environment (it is passed to the workers), a path whose file a worker
 #: removes before exiting abruptly in the middle of a batch: the fault the tests inject.
 FAULT_FILE_ENV = "IMGSIM_RAY_FAULT_FILE"
-#: Environment variables sent to the workers: where converted weights are cached, the backend.
-FORWARDED_ENV_PREFIXES = ("IMGSIM_", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
+#: The driver's environment variables its workers get: Keras's backend (it changes the vectors)
+#: and the tests' fault. Paths (IMGSIM_CACHE_DIR) stay each node's own.
+FORWARDED_ENV = ("KERAS_BACKEND", FAULT_FILE_ENV)
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -137,7 +138,7 @@ def runtime_env() -> dict[str, Any]:
     """What each worker gets with the job: this imgsim package, and imgsim's environment variables."""
     import imgsim
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     return {"py_modules": [str(Path(imgsim.__file__).parent)], "env_vars": env,
             "excludes": ["__pycache__", "*.pyc"]}
 
@@ -204,6 +205,10 @@ class EmbedWorker:
 
     def __init__(self) -> None:
         self._models: dict[str, Any] = {}
+        # One CPU per actor: TensorFlow would otherwise start a thread per core of the node in
+        # every actor (read when it starts, which is at the first model loaded here).
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(name, "1")
 
     def embed(self, key: str, recipe_ref: list[Any], images: list[bytes]) -> np.ndarray:
         """``images`` (encoded thumbnails) decoded into squares and embedded: ``(N, dim)`` float32.
