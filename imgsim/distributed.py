@@ -176,10 +176,10 @@ def rebuild_model(recipe: dict[str, Any]) -> Any:
     else:
         from imgsim.approaches.autoencoder.nets import Autoencoder
 
-        root = Path(tempfile.mkdtemp(prefix="imgsim-autoencoder-"))
-        for name, data in recipe["files"].items():
-            (root / name).write_bytes(data)
-        model = Autoencoder.load(root)
+        with tempfile.TemporaryDirectory(prefix="imgsim-autoencoder-") as tmp:  # loaded whole, then gone
+            for name, data in recipe["files"].items():
+                (Path(tmp) / name).write_bytes(data)
+            model = Autoencoder.load(tmp)
     mine = (model.name, model.fingerprint, int(model.dim), int(model.image_size))
     theirs = (recipe["name"], recipe["fingerprint"], recipe["dim"], recipe["image_size"])
     if mine != theirs:

@@ -28,6 +28,7 @@ from imgsim.distributed import (  # noqa: E402
     RayConnectionError,
     RayUnavailableError,
     embedding_on_ray,
+    resolve_address,
 )
 from imgsim.ingest.catalog import Catalog  # noqa: E402
 from imgsim.storage import stores  # noqa: E402
@@ -197,6 +198,12 @@ def _with_batch_size(build_store, batch_size: int):
         return build_store(*args, **{**kwargs, "batch_size": batch_size})
 
     return smaller
+
+
+def test_auto_finds_the_cluster_ray_start_started_here(cluster):
+    import ray
+
+    assert resolve_address(ray, "auto") == cluster  # what `ray start --head` recorded, checked to answer
 
 
 def test_more_workers_than_the_cluster_has_cpus_is_refused(cluster):
