@@ -235,7 +235,7 @@ class RayEmbedder:
         self._ray = ray
         self._actors = actors
         self._log = log
-        self._recipes: dict[str, Any] = {}  # fingerprint -> object reference, put once per build
+        self._recipes: dict[str, Any] = {}  # model key -> its recipe's object reference, put once
 
     @property
     def workers(self) -> int:
@@ -244,7 +244,7 @@ class RayEmbedder:
 
     def __call__(self, extractor: Any, chunks: list[list[Path]], batch_size: int,
                  rows_done: Callable[[int], None] = lambda rows: None) -> Iterator[np.ndarray]:
-        """Each chunk's vectors, in order, its batches embedded on the actors (at most two each in flight).
+        """Each chunk's vectors, in order, its batches embedded on the actors (one at work per actor, one read ahead).
 
         A model that has no recipe (a test's fake) is embedded here, as a local build would.
         """
