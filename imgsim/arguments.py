@@ -25,6 +25,7 @@ MAX_MB_RANGE = (0.01, MAX_BYTES_LIMIT / 2**20)
 IMAGE_SIZE_RANGE = AUTOENCODER_LIMITS["image_size"]  # the input side (a power of two for conv)
 LATENT_DIM_RANGE = AUTOENCODER_LIMITS["latent_dim"]
 EPOCHS_RANGE = AUTOENCODER_LIMITS["epochs"]
+RAY_WORKERS_RANGE = (1, 100_000)  # actors in a Ray build's pool (imgsim.distributed.RayConfig)
 
 #: The exit code of a command that ends on a user's mistake (bad input, a missing catalogue).
 EXIT_USER_ERROR = 2

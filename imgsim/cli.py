@@ -21,6 +21,7 @@ from imgsim.arguments import (
     K_RANGE,
     LATENT_DIM_RANGE,
     MAX_MB_RANGE,
+    RAY_WORKERS_RANGE,
     approach_list,
     number,
     resolve_catalog,
@@ -129,9 +130,27 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     options = _build_options(args, approach_list(args.approaches))
     out = Path(args.out) if args.out else _default_out(args.source)
-    catalog = build(args.source, out, options, progress=tqdm_progress, log=lambda m: print(m, flush=True))
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    with _embedding_place(args, log):
+        catalog = build(args.source, out, options, progress=tqdm_progress, log=log)
     _print_summary(catalog)
     return 0
+
+
+def _embedding_place(args: argparse.Namespace, log):
+    """Where a build embeds: here, or on the Ray cluster ``--ray`` names (imported only then)."""
+    import contextlib
+
+    if args.ray is None:
+        if args.ray_workers is not None:
+            raise ValueError(f"`--ray-workers` needs `--ray`. Received: --ray-workers {args.ray_workers} alone")
+        return contextlib.nullcontext()
+    from imgsim.distributed import RayConfig, embedding_on_ray
+
+    return embedding_on_ray(RayConfig(args.ray, workers=args.ray_workers), log)
 
 
 def _refresh_stores(catalog) -> None:
@@ -270,6 +289,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", choices=ANN_POLICIES, default="auto",
                    help="an approximate (HNSW) index beside each store: auto from 200,000 items (default)")
     _add_autoencoder_args(p)
+    p.add_argument("--ray", metavar="auto|HOST:PORT",
+                   help="embed on a Ray cluster's workers: auto (the one `ray start --head` started here) or "
+                        "its head's address (needs the ray extra)")
+    p.add_argument("--ray-workers", type=number(int, *RAY_WORKERS_RANGE), metavar="N",
+                   help=f"Ray workers, {span(*RAY_WORKERS_RANGE)} (default: one per CPU of the cluster)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("add", help="add items to a catalogue (embeds only the new ones)",
@@ -383,6 +407,11 @@ def _hint(err: BaseException) -> str:
     from imgsim.ingest.sources import DEMO_PACKAGE, DemoUnavailableError
 
     prog = _prog()
+    distributed = sys.modules.get("imgsim.distributed")  # imported only by --ray
+    if distributed is not None and isinstance(err, distributed.RayUnavailableError):
+        return "install it with: pip install 'imgsim[ray]'"
+    if distributed is not None and isinstance(err, distributed.RayConnectionError):
+        return "start one with: ray start --head, or pass its head's HOST:PORT to --ray"
     if isinstance(err, StaleBackendError):
         return f"bring it up to date with: {prog} refresh CATALOG"
     if isinstance(err, CatalogNotFoundError):

@@ -24,8 +24,8 @@ def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
 
 
-def _pins() -> list[Requirement]:
-    lines = (REPO / "requirements.txt").read_text("utf-8").splitlines()
+def _pins(file: str = "requirements.txt") -> list[Requirement]:
+    lines = (REPO / file).read_text("utf-8").splitlines()
     return [Requirement(line) for line in (ln.split(" #")[0].strip() for ln in lines)
             if line and not line.startswith(("#", "-"))]
 
@@ -41,6 +41,15 @@ def test_requirements_pin_the_packages_pyproject_asks_for_within_its_ranges():
             continue
         [spec] = exact  # an exact version or a wildcard (12.*), inside pyproject's range
         assert ranges[key].specifier.contains(spec.version.replace(".*", ".0")), (key, spec, ranges[key])
+
+
+def test_the_test_requirements_install_every_extra_at_its_version():
+    """CI runs the tests of the optional parts (the ray extra: tests/test_ray.py) with what users get."""
+    pins = {r.name: r for r in _pins("requirements-dev.txt")}
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert extras
+    for wanted in (Requirement(r) for reqs in extras.values() for r in reqs):
+        assert wanted.name in pins and pins[wanted.name].specifier == wanted.specifier, (wanted, pins)
 
 
 def test_the_version_is_written_once():

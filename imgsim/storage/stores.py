@@ -21,9 +21,11 @@ previous store loadable.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import contextvars
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,37 @@ def iter_batches(paths: list[Path], size: int, batch_size: int,
             yield future.result()
 
 
+#: Embeds chunks of thumbnails: ``(extractor, chunks of paths, batch size, rows_done)`` -> each
+#: chunk's ``(len(chunk), dim)`` float32 vectors, in order, lazily (see :func:`embed_chunks`).
+Embedder = Callable[[Extractor, list[list[Path]], int, Callable[[int], None]], Iterator[np.ndarray]]
+_EMBEDDER: contextvars.ContextVar[Embedder | None] = contextvars.ContextVar("imgsim_embedder", default=None)
+
+
+def embed_chunks(extractor: Extractor, chunks: list[list[Path]], batch_size: int,
+                 rows_done: Callable[[int], None] = lambda rows: None) -> Iterator[np.ndarray]:
+    """The local :data:`Embedder`: each chunk's thumbnails decoded here and embedded by ``extractor``.
+
+    Yields:
+        Per chunk, its ``(len(chunk), extractor.dim)`` float32 vectors.
+    """
+    for paths in chunks:
+        parts = []
+        for batch in iter_batches(paths, extractor.image_size, batch_size):
+            parts.append(np.asarray(extractor.embed(batch), dtype=np.float32))
+            rows_done(len(batch))
+        yield np.concatenate(parts)
+
+
+@contextlib.contextmanager
+def embedding_with(embedder: Embedder) -> Iterator[None]:
+    """Within the block, :func:`build_store` embeds through ``embedder`` (a cluster's workers)."""
+    token = _EMBEDDER.set(embedder)
+    try:
+        yield
+    finally:
+        _EMBEDDER.reset(token)
+
+
 def previous_rows(catalog: Catalog, approach: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     """Rows of the catalogue's current store for ``approach`` that a rebuild may reuse.
 
@@ -238,6 +271,7 @@ def build_store(
     done = len(keys) - len(todo)
     progress(done, len(keys), f"{done} unchanged rows reused")
     embeddings = np.empty((len(keys), extractor.dim), np.float32)
+    missing = []  # (members, chunk file) of the chunks still to embed
     for c in range(n_chunks):
         members = todo[c * chunk_rows:(c + 1) * chunk_rows]
         chunk_file = partial / f"chunk_{sha256_text(*keys[members].tolist())[:24]}.npy"
@@ -246,13 +280,22 @@ def build_store(
             embeddings[members] = vectors
             done += len(members)
             progress(done, len(keys), f"chunk {c + 1}/{n_chunks} already embedded")
-            continue
-        parts = []
-        for batch in iter_batches([paths[i] for i in members], extractor.image_size, batch_size):
-            parts.append(np.asarray(extractor.embed(batch), dtype=np.float32))
-            done += len(batch)
-            progress(done, len(keys), f"chunk {c + 1}/{n_chunks}")
-        embeddings[members] = vectors = np.concatenate(parts)
+        else:
+            missing.append((members, chunk_file))
+
+    def embedded(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(done, len(keys), f"embedding {len(missing)} of {n_chunks} chunks")
+
+    embed = _EMBEDDER.get() or embed_chunks
+    chunks = embed(extractor, [[paths[i] for i in members] for members, _ in missing], batch_size, embedded)
+    for (members, chunk_file), vectors in zip(missing, chunks):
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(members), extractor.dim):
+            raise ValueError(f"an embedder must return ({len(members)}, {extractor.dim}) for this chunk. "
+                             f"Received: {vectors.shape}")
+        embeddings[members] = vectors
         tmp = partial / f".{chunk_file.stem}.tmp.npy"
         with writing(chunk_file):
             np.save(tmp, vectors, allow_pickle=False)
