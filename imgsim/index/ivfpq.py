@@ -1,0 +1,262 @@
+"""A compressed index for big stores: FAISS IVF-PQ giving a shortlist, re-ranked on stored vectors.
+
+At 1M x 1280 an HNSW graph over the full vectors takes hours to build on two cores, and one over
+PCA projections recalls too little (README "Scaling"). Here each row is kept twice, small:
+
+- a 64-byte product-quantised code in one of ``nlist`` inverted lists (coarse k-means cells),
+  which a query scans ``nprobe`` of to pick a ``shortlist`` of candidates;
+- a re-rank vector (sq8 by default: one byte a dimension, 1.3 GB at 1M x 1280; or float16,
+  memory-mapped from the index file) on which the shortlist is scored again, nearly exactly.
+
+:class:`IvfPqIndex` is an :class:`~imgsim.index.hnsw.AnnIndex` with IVF lists in place of the
+graph, so it keeps every guarantee that class gives: filters applied inside the scan (a FAISS
+bitmap selector) with ``nprobe`` widened by the filter's share, filters keeping at most
+``exact_below`` rows answered exactly, queries left short retried wider and then exactly, an
+excluded row fetched one deeper, row numbering after ``remove`` as ``np.delete`` gives, and
+removed rows kept as tombstones every answer skips until a rebuild compacts them.
+
+On disk: see :mod:`imgsim.index.ivfpq_files`. :class:`IvfPqBackend` is the index as a search backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgsim.index import ivfpq_files
+from imgsim.index.backend import Metric, Opening
+from imgsim.index.hnsw import _CHUNK, _MAX_EF, _RETRIES, _WIDEN, AnnIndex, HnswBackend, _prepare, _selector
+from imgsim.index.hnsw_config import flat_index, row_digests, set_threads
+from imgsim.index.hnsw_files import AnnMismatchError  # noqa: F401 (re-exported: what a stale index raises)
+from imgsim.index.ivfpq_files import IvfPqConfig
+from imgsim.storage import layout
+from imgsim.storage.artifacts import ArtifactError
+
+__all__ = ["IvfPqBackend", "IvfPqConfig", "IvfPqIndex", "open_backend"]
+
+
+class IvfPqIndex(AnnIndex):
+    """An IVF-PQ index over a store's rows, searched like :class:`imgsim.index.exact.Index`.
+
+    Build with :meth:`build` or :meth:`load`, not the constructor.
+    """
+
+    config: IvfPqConfig
+
+    def __init__(self, index: Any, metric: Metric, config: IvfPqConfig, rows_of: np.ndarray,
+                 digests: np.ndarray, vectors: Any, build_id: str | None = None, mapped: bool = False) -> None:
+        super().__init__(index, metric, config, rows_of, digests, vectors, None, build_id)
+        self._mapped = mapped  # the re-rank vectors are a read-only memory map
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, embeddings: np.ndarray, metric: Metric | str = Metric.COSINE,
+              config: IvfPqConfig | None = None) -> IvfPqIndex:
+        """Trains the coarse centroids and PQ codebooks on a spread sample, then adds every row.
+
+        Args:
+            embeddings: ``(N, dim)`` float array (float16 or memory-mapped work; rows are read in
+                chunks). For cosine, rows are normalised first.
+            metric: ``cosine`` or ``euclidean``.
+            config: Build and search parameters; the defaults when omitted.
+
+        Returns:
+            The index; row ``i`` is row ``i`` of ``embeddings``.
+
+        Raises:
+            ValueError: Not a 2-D matrix, fewer rows than one PQ codebook needs
+                (``2 ** nbits``), or an ``m`` that does not divide the dim.
+        """
+        import faiss
+
+        config = config or IvfPqConfig()
+        metric = Metric(metric)
+        if not isinstance(embeddings, np.ndarray):
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] == 0:
+            raise ValueError(f"`embeddings` must be a non-empty 2-D (N, dim) matrix. Received shape: {embeddings.shape}")
+        n, dim = embeddings.shape
+        if n < 2 ** config.nbits:
+            raise ValueError(f"an IVF-PQ index needs at least {2 ** config.nbits} rows to train its codebooks "
+                             f"(nbits={config.nbits}). Received: {n} rows")
+        set_threads(config.threads)
+        nlist, m = config.lists_for(n), config.subquantizers(dim)
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x{config.nbits}np", faiss_metric)
+        index.cp.niter = 12  # coarse k-means: past ~10 passes the cells barely move
+        # "np": no polysemous training (it only serves Hamming pre-filtering, unused here, and
+        # took 12 s on 4,000 rows).
+        index.cp.max_points_per_centroid = config.train_per_list
+        wanted = max(nlist * config.train_per_list, 64 * 2 ** config.nbits)
+        sample = _prepare(embeddings[::max(1, n // wanted)], metric)
+        index.train(sample)
+        vectors = flat_index(dim, config.rerank_dtype, faiss_metric)
+        if not vectors.is_trained:
+            vectors.train(sample)  # sq8 learns each dimension's range
+        self = cls(index, metric, config, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64), vectors)
+        self.add(embeddings)
+        return self
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def nlist(self) -> int:
+        """Inverted lists."""
+        return int(self._index.nlist)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes of one PQ code."""
+        return int(self._index.code_size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: PQ codes with their ids, centroids and codebooks, re-rank vectors, row maps."""
+        nodes = int(self._index.ntotal)
+        pq = self._index.pq
+        lists = nodes * (self.code_size + 8) + self.nlist * self.dim * 4 + pq.M * pq.ksub * pq.dsub * 4
+        maps = self._rows_of.nbytes + self._node_of.nbytes + self._digests.nbytes
+        return int(lists + nodes * int(self._vectors.sa_code_size()) + maps)
+
+    # ----------------------------------------------------------------- updates
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Appends rows: each is encoded into its list and its re-rank vector stored; no retraining.
+
+        Args:
+            vectors: ``(M, dim)`` float array, the rows appended to the store.
+
+        Returns:
+            ``(M,)`` int64 row numbers given to them.
+
+        Raises:
+            ValueError: Wrong shape, or an index loaded memory-mapped (read-only).
+        """
+        if not isinstance(vectors, np.ndarray):
+            vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"`vectors` must have shape (M, {self.dim}). Received: {vectors.shape}")
+        if self._mapped:
+            # FAISS aborts the process when a memory-mapped flat index grows.
+            raise ValueError("this IVF-PQ index was loaded memory-mapped for serving and is read-only; "
+                             "load it with mmap=False to add rows")
+        set_threads(self.config.threads)
+        first_node, first_row = int(self._index.ntotal), self.size
+        for start in range(0, vectors.shape[0], _CHUNK):
+            chunk = _prepare(vectors[start:start + _CHUNK], self.metric)
+            self._index.add(chunk)
+            self._vectors.add(chunk)
+        n = vectors.shape[0]
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+        self._rows_of = np.concatenate([self._rows_of, rows])
+        self._node_of = np.concatenate([self._node_of, np.arange(first_node, first_node + n, dtype=np.int64)])
+        self._digests = np.concatenate([self._digests, row_digests(vectors)])
+        return rows
+
+    # ----------------------------------------------------------------- search
+    def search(self, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None,
+               exclude: np.ndarray | list[int] | None = None, nprobe: int | None = None) -> Any:
+        """The ``k`` closest rows to each query, approximately.
+
+        Args:
+            queries: ``(Q, dim)`` or ``(dim,)``.
+            k: How many results per query; fewer come back only when fewer rows are eligible.
+            mask: Optional ``(N,)`` bool: only rows where it is True are eligible.
+            exclude: Optional ``(Q,)`` row per query to leave out (``-1`` for none).
+            nprobe: Lists scanned for this call (default ``config.nprobe``).
+
+        Returns:
+            :class:`~imgsim.index.backend.Hits` with ``min(k, eligible rows)`` columns, as
+            :meth:`imgsim.index.exact.Index.search` returns: cosine similarity or euclidean distance.
+
+        Raises:
+            ValueError: ``k <= 0``, or shapes that do not match the index.
+        """
+        return super().search(queries, k, mask=mask, exclude=exclude, ef_search=nprobe)
+
+    def _graph(self, q: np.ndarray, k: int, eligible: np.ndarray | None, excluded: np.ndarray,
+               ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """The IVF-PQ shortlist re-scored; ``ef`` is the ``nprobe`` already widened by a filter.
+
+        Queries left short (a selective filter, lists with too few eligible rows) scan more
+        lists, and are then answered exactly.
+        """
+        import faiss
+
+        fetch = max(k + int(np.any(excluded >= 0)), self.config.shortlist)
+        selector, _bits = _selector(eligible)
+        nodes = np.full((q.shape[0], k), -1, dtype=np.int64)
+        scores = np.zeros((q.shape[0], k), dtype=np.float32)
+        todo = np.arange(q.shape[0])
+        nprobe = min(ef, _MAX_EF, self.nlist)
+        for _ in range(_RETRIES + 1):
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            if selector is not None:
+                params.sel = selector
+            _, found = self._index.search(q[todo], fetch, params=params)
+            dist, found = self._rescore(q[todo], found)
+            todo = self._collect(dist, found, todo, excluded, nodes, scores)
+            if todo.size == 0 or nprobe >= self.nlist:
+                break
+            nprobe = min(self.nlist, nprobe * _WIDEN)
+        if todo.size:
+            nodes[todo], scores[todo] = self._exact(q[todo], k, eligible, excluded[todo])
+        return nodes, scores
+
+    # ----------------------------------------------------------------- files
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes the index as a directory, atomically (see :mod:`imgsim.index.ivfpq_files`).
+
+        Returns:
+            The directory.
+        """
+        return ivfpq_files.save(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, embeddings: np.ndarray | None, *, mmap: bool = True,
+             threads: int | None = None) -> IvfPqIndex:
+        """Loads an index saved by :meth:`save` and checks it against the embeddings it serves.
+
+        Args:
+            directory: The index directory.
+            embeddings: ``(N, dim)``: the store's matrix now; ``None`` skips the check (to update
+                the index in place with :meth:`follow`, which needs ``mmap=False``).
+            mmap: Memory-map the re-rank vectors (read-only).
+            threads: OpenMP threads (default: the saved config's).
+
+        Raises:
+            ArtifactError: Nothing loadable there, or damaged files.
+            AnnMismatchError: Another format or library, or built for other embeddings.
+        """
+        return cls(**ivfpq_files.load(directory, embeddings, mmap=mmap, threads=threads))
+
+
+class IvfPqBackend(HnswBackend):
+    """An :class:`IvfPqIndex` as a :class:`~imgsim.index.backend.SearchBackend`.
+
+    Args:
+        index: The loaded index.
+        items: The catalogue's items, row-aligned with the index (for filters).
+    """
+
+    def describe(self) -> str:
+        """``approximate (IVF-PQ, re-ranked)``."""
+        return "approximate (IVF-PQ, re-ranked)"
+
+
+def open_backend(opening: Opening) -> IvfPqBackend | None:
+    """The store's IVF-PQ index if a current one exists for its own metric, else None.
+
+    A stale index (the catalogue changed since it was built) is passed over: the next kind
+    (exact search at the end) answers until a refresh brings it up to date.
+    """
+    if opening.served_remotely or opening.metric is not opening.store_metric:
+        return None
+    path = layout.ivfpq_dir(opening.store.root, opening.approach)
+    if not path.is_dir():
+        return None
+    try:
+        return IvfPqBackend(IvfPqIndex.load(path, opening.store.embeddings), opening.items)
+    except ArtifactError:
+        return None
