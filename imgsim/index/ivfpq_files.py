@@ -75,7 +75,7 @@ class IvfPqConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rerank_dtype", _enum(AnnDtype, self.rerank_dtype, "rerank_dtype"))
-        for name, low in (("nlist", 0), ("m", 0), ("nbits", 4), ("nprobe", 1), ("shortlist", 1),
+        for name, low in (("nlist", 0), ("m", 0), ("nbits", 1), ("nprobe", 1), ("shortlist", 1),
                           ("exact_below", 0), ("train_per_list", 1), ("threads", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
