@@ -28,8 +28,8 @@ import numpy as np
 
 from imgsim.index import ivfpq_files
 from imgsim.index.backend import Metric, Opening
-from imgsim.index.hnsw import _CHUNK, _MAX_EF, _RETRIES, _WIDEN, AnnIndex, HnswBackend, _prepare, _selector
-from imgsim.index.hnsw_config import flat_index, row_digests, set_threads
+from imgsim.index.hnsw import _MAX_EF, _RETRIES, _WIDEN, AnnIndex, HnswBackend, _prepare, _selector
+from imgsim.index.hnsw_config import flat_index, set_threads
 from imgsim.index.hnsw_files import AnnMismatchError  # noqa: F401 (re-exported: what a stale index raises)
 from imgsim.index.ivfpq_files import IvfPqConfig
 from imgsim.storage import layout
@@ -48,7 +48,7 @@ class IvfPqIndex(AnnIndex):
 
     def __init__(self, index: Any, metric: Metric, config: IvfPqConfig, rows_of: np.ndarray,
                  digests: np.ndarray, vectors: Any, build_id: str | None = None, mapped: bool = False) -> None:
-        super().__init__(index, metric, config, rows_of, digests, vectors, None, build_id)
+        super().__init__(_ListsAndVectors(index, vectors), metric, config, rows_of, digests, vectors, None, build_id)
         self._mapped = mapped  # the re-rank vectors are a read-only memory map
 
     # ----------------------------------------------------------------- construction
@@ -133,26 +133,11 @@ class IvfPqIndex(AnnIndex):
         Raises:
             ValueError: Wrong shape, or an index loaded memory-mapped (read-only).
         """
-        if not isinstance(vectors, np.ndarray):
-            vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"`vectors` must have shape (M, {self.dim}). Received: {vectors.shape}")
         if self._mapped:
             # FAISS aborts the process when a memory-mapped flat index grows.
             raise ValueError("this IVF-PQ index was loaded memory-mapped for serving and is read-only; "
                              "load it with mmap=False to add rows")
-        set_threads(self.config.threads)
-        first_node, first_row = int(self._index.ntotal), self.size
-        for start in range(0, vectors.shape[0], _CHUNK):
-            chunk = _prepare(vectors[start:start + _CHUNK], self.metric)
-            self._index.add(chunk)
-            self._vectors.add(chunk)
-        n = vectors.shape[0]
-        rows = np.arange(first_row, first_row + n, dtype=np.int64)
-        self._rows_of = np.concatenate([self._rows_of, rows])
-        self._node_of = np.concatenate([self._node_of, np.arange(first_node, first_node + n, dtype=np.int64)])
-        self._digests = np.concatenate([self._digests, row_digests(vectors)])
-        return rows
+        return super().add(vectors)  # each prepared chunk goes to _ListsAndVectors.add
 
     # ----------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None,
@@ -230,6 +215,24 @@ class IvfPqIndex(AnnIndex):
             AnnMismatchError: Another format or library, or built for other embeddings.
         """
         return cls(**ivfpq_files.load(directory, embeddings, mmap=mmap, threads=threads))
+
+
+class _ListsAndVectors:
+    """The FAISS IVF-PQ index, standing in for the graph :class:`AnnIndex` adds to and searches.
+
+    ``add`` also stores each chunk's re-rank vectors (AnnIndex adds prepared chunks to its graph
+    only); everything else is the IVF-PQ index's own.
+    """
+
+    def __init__(self, ivf: Any, vectors: Any) -> None:
+        self.ivf, self.vectors = ivf, vectors
+
+    def add(self, chunk: np.ndarray) -> None:
+        self.ivf.add(chunk)
+        self.vectors.add(chunk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ivf, name)
 
 
 class IvfPqBackend(HnswBackend):

@@ -133,7 +133,7 @@ def save(index: Any, directory: str | os.PathLike) -> Path:
         "build_id": index.build_id, "created": now_iso(), "library_versions": library_versions(),
     }
     with atomic_directory(directory) as tmp:
-        faiss.write_index(index._index, str(tmp / "index.faiss"))
+        faiss.write_index(index._index.ivf, str(tmp / "index.faiss"))
         faiss.write_index(index._vectors, str(tmp / "vectors.faiss"))
         np.save(tmp / "rows.npy", index._rows_of, allow_pickle=False)
         np.save(tmp / "digests.npy", index._digests, allow_pickle=False)
