@@ -199,3 +199,18 @@ def test_a_filter_on_a_region_of_the_space_still_recalls(data, queries):
     assert mask[got.rows].all()
     # Widening nprobe by the filter's share instead (2 -> 10 of 64 lists) recalled 0.93 here.
     assert recall(got.rows, truth.rows) >= 0.95
+
+
+def test_refining_on_the_store_rows_scores_exactly(tmp_path, data, queries):
+    ivf = IvfPqIndex.build(data, "euclidean", CONFIG)  # sq8 re-rank vectors: close, not exact
+    ivf.save(tmp_path / "ivf")
+    refined = IvfPqIndex.load(tmp_path / "ivf", data, refine=True)
+    truth = Index(data, "euclidean").search(queries, K)
+    plain, got = ivf.search(queries, K, nprobe=16), refined.search(queries, K, nprobe=16)
+    assert not np.allclose(plain.scores, truth.scores, rtol=1e-5)
+    assert recall(got.rows, truth.rows) == 1.0  # (in an order float rounding may swap on a near-tie)
+    np.testing.assert_allclose(got.scores, truth.scores, rtol=1e-5)
+    mask = np.random.default_rng(3).random(N) < 0.2
+    got, truth = refined.search(queries, K, mask=mask, nprobe=16), Index(data, "euclidean").search(queries, K, mask=mask)
+    assert recall(got.rows, truth.rows) == 1.0
+    np.testing.assert_allclose(got.scores, truth.scores, rtol=1e-5)
