@@ -66,8 +66,10 @@ class IvfPqConfig:
     nlist: int = 0
     m: int = 0
     nbits: int = 8
-    nprobe: int = 32
-    shortlist: int = 256
+    # The first setting past recall@10 0.95 was nprobe 8, shortlist 128 at 100k and 1M
+    # (benchmarks/search.py --ann); twice the lists, for margin, cost ~0.1-0.3 ms more.
+    nprobe: int = 16
+    shortlist: int = 128
     rerank_dtype: AnnDtype | str = AnnDtype.SQ8
     exact_below: int = 4_096
     train_per_list: int = 32
