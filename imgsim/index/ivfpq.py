@@ -5,15 +5,20 @@ PCA projections recalls too little (README "Scaling"). Here each row is kept twi
 
 - a 64-byte product-quantised code in one of ``nlist`` inverted lists (coarse k-means cells),
   which a query scans ``nprobe`` of to pick a ``shortlist`` of candidates;
-- a re-rank vector (sq8 by default: one byte a dimension, 1.3 GB at 1M x 1280; or float16,
-  memory-mapped from the index file) on which the shortlist is scored again, nearly exactly.
+- a re-rank vector (sq8 by default: one byte a dimension, 1.2 GB at 1M x 1280, memory-mapped
+  from the index file) on which the shortlist is scored again, nearly exactly.
+
+Served from a catalogue (``load(..., refine=True)``), each query's best ``_REFINE * (k + 1)``
+candidates are scored last on the store's own matrix (memory-mapped: only those rows are read).
 
 :class:`IvfPqIndex` is an :class:`~imgsim.index.hnsw.AnnIndex` with IVF lists in place of the
 graph, so it keeps every guarantee that class gives: filters applied inside the scan (a FAISS
-bitmap selector) with ``nprobe`` widened by the filter's share, filters keeping at most
-``exact_below`` rows answered exactly, queries left short retried wider and then exactly, an
-excluded row fetched one deeper, row numbering after ``remove`` as ``np.delete`` gives, and
-removed rows kept as tombstones every answer skips until a rebuild compacts them.
+bitmap selector; the lists scanned are the nearest ones holding enough eligible rows), filters
+keeping at most ``exact_below`` rows answered exactly, queries left short retried wider and then
+exactly, an excluded row fetched one deeper, row numbering after ``remove`` as ``np.delete``
+gives, and removed rows kept as tombstones every answer skips until a rebuild compacts them.
+Rows added in place are encoded with the codebooks and sq8 ranges learnt at the build (a value
+outside those ranges is clamped); the rebuild at compaction learns them again.
 
 On disk: see :mod:`imgsim.index.ivfpq_files`. :class:`IvfPqBackend` is the index as a search backend.
 """
