@@ -47,8 +47,9 @@ __all__ = ["IvfPqBackend", "IvfPqConfig", "IvfPqIndex", "open_backend"]
 # an unfiltered scan of ``nprobe`` lists sees, counting eligible rows only.
 _ELIGIBLE_MARGIN = 2
 # ... and re-ranks this many times the shortlist: a filter's nearest rows lie farther out, where
-# PQ scores rank worse (at 100k, a 17.7% filter: recall@10 0.90 from 128 candidates, 0.97 from 512).
-_FILTER_SHORTLIST = 4
+# PQ scores rank worse (at 1M, filters of 1.0% / 17.7% of rows: recall@10 0.948 / 0.930 from
+# 4 x 128 candidates, 0.990 / 0.966 from 8 x 128; benchmarks/search.py --ann).
+_FILTER_SHORTLIST = 8
 # With the store's own vectors at hand, this many candidates per result are scored on them last:
 # the sq8 re-rank alone levels off at recall@10 0.953 at 1M (benchmarks/search.py --ann).
 _REFINE = 4
