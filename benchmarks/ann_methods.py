@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,13 +73,21 @@ class Method:
     max_rows: int | None = None  # built only up to this many rows; above, extrapolated from a probe
 
 
+def discard(obj: Any, info: dict[str, Any]) -> None:
+    """Closes what a method built and deletes the files it wrote (a saved index, a Milvus Lite database)."""
+    if hasattr(obj, "close"):
+        obj.close()
+    if "dir" in info:
+        shutil.rmtree(info["dir"], ignore_errors=True)
+
+
 def measure(method: Method, x: np.ndarray, queries: np.ndarray, truth: dict[str, np.ndarray],
             masks: dict[str, np.ndarray], probe: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Builds ``method`` over ``x`` and measures it; one dict per setting swept (the chosen one marked)."""
     n = len(x)
     if method.max_rows is not None and n > method.max_rows:
         t = time.perf_counter()
-        method.build(x[:probe])
+        discard(*method.build(x[:probe]))
         probe_s = time.perf_counter() - t
         build_s = probe_s * (n / probe) * math.log(n) / math.log(probe)
         log(f"  {method.name}: not built at {n:,} rows; {probe_s:.0f} s over {probe:,} rows -> ~{build_s:,.0f} s")
@@ -109,7 +118,7 @@ def measure(method: Method, x: np.ndarray, queries: np.ndarray, truth: dict[str,
         chosen[f"p50 {name}"] = lat["p50_ms"]
         log(f"  {method.name} {setting}, {name}: recall@10 {chosen[f'recall {name}']:.3f}, "
             f"{chosen[f'count {name}']} results, p50 {lat['p50_ms']:.2f} ms")
-    if "dir" in info:  # served memory-mapped: what it holds in RAM, plus the mapped pages queries touched
+    if "ram_mb" in info:  # served memory-mapped: what it holds in RAM, plus the mapped pages queries touched
         chosen["mapped_mb"] = mapped_mb(info["dir"])
         chosen["resident_mb"] = info["ram_mb"] + chosen["mapped_mb"]
     else:
@@ -118,6 +127,7 @@ def measure(method: Method, x: np.ndarray, queries: np.ndarray, truth: dict[str,
         method.search(obj, queries[:1], 10, None, setting)  # leaves the chosen setting in its config
         chosen["regions_p50_ms"] = region_p50(obj, queries)
         log(f"  {method.name} {setting}: a region query (17 vectors at once) p50 {chosen['regions_p50_ms']:.1f} ms")
+    discard(obj, info)
     return rows
 
 
@@ -233,7 +243,7 @@ def milvus_method(labels: np.ndarray, max_rows: int) -> Method:
                                   [str(c) for c in labels[:len(x)]], [""] * len(x), manifest=manifest)
         backend = MilvusBackend(uri)
         backend.search("bench", np.asarray(x[:1], np.float32), 10)  # loads the collection, builds the index
-        return backend, {}
+        return backend, {"dir": str(work)}
 
     def search(backend: Any, q: np.ndarray, k: int, mask: np.ndarray | None, setting: Any) -> np.ndarray:
         backend.ef = setting
