@@ -33,7 +33,7 @@ COMPACT_SHARE = 0.2
 # AnnConfig.min_rows (200,000) it has none and is searched exactly (`ann="always"` then gives an
 # HNSW graph). Measured by benchmarks/search.py --ann (README "Scaling"): at 200k the HNSW graph
 # (M16, efC64) recalled 0.78-0.87; IVF-PQ recalled 0.999 at 100k and 0.994 at 1M x 1280 (1.3 ms
-# p50, 1.3 GB), built in 76 s and 1,250 s on 2 loaded cores.
+# p50, 1.3 GB), built in 39-76 s and 410-1,250 s on 2 shared cores.
 IVFPQ_MIN_ROWS = 200_000
 # Fields of the IvfPqConfig such a store is indexed with (none: its defaults).
 IVFPQ_SETTINGS: Mapping[str, Any] = types.MappingProxyType({})
