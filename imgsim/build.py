@@ -27,7 +27,16 @@ ProgressFactory = Callable[[str], Progress]
 ANN_POLICIES = ("auto", "always", "never", "keep")
 # An in-place update keeps a graph until removed rows (tombstones) pass this share of its nodes;
 # then the graph is rebuilt (compacted). Searches skip tombstones, so this only bounds waste.
+# The IVF-PQ index keeps the same share.
 COMPACT_SHARE = 0.2
+# From this many rows a store's index is IVF-PQ (imgsim.index.ivfpq) instead of HNSW; below
+# AnnConfig.min_rows (200,000) it has none and is searched exactly (`ann="always"` then gives an
+# HNSW graph). Measured by benchmarks/search.py --ann (README "Scaling"): at 200k the HNSW graph
+# (M16, efC64) recalled 0.78-0.87; IVF-PQ recalled 0.999 at 100k and 0.994 at 1M x 1280 (1.3 ms
+# p50, 1.3 GB), built in 39-76 s and 410-1,250 s on 2 shared cores.
+IVFPQ_MIN_ROWS = 200_000
+# Fields of the IvfPqConfig such a store is indexed with (none: its defaults).
+IVFPQ_SETTINGS: Mapping[str, Any] = types.MappingProxyType({})
 __all__ = ["BuildOptions", "build", "build_approaches", "default_demo_path", "export", "load_squares", "refresh", "retrain"]
 
 
@@ -46,8 +55,9 @@ class BuildOptions:
         labels: Labels CSV for folder sources.
         label_column: Column copied into ``label`` (and fitted on by ``tuned`` by default).
         download: Download settings for CSV sources.
-        ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
-            has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it;
+        ann: ``auto`` gives a store an approximate index beside its exact matrix once it has
+            :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows (HNSW, or IVF-PQ from
+            :data:`IVFPQ_MIN_ROWS`); ``always`` and ``never`` force it;
             ``keep`` (what refresh uses) updates an index that exists and otherwise acts as ``auto``.
         learn: False keeps every learned model as it is and never trains one (after adding or
             removing items); True (default) trains what is missing or was trained otherwise.
@@ -127,35 +137,51 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
                log: Callable[[str], None] = lambda message: None) -> None:
     """Builds, updates or drops the approximate index of ``approach``'s store as ``policy`` says.
 
-    An index that still matches the store's embeddings is kept. One built for an earlier state
-    of the store (items added or removed since) is updated in place, keeping its ``build_id``:
-    new rows inserted, removed rows tombstoned; it is rebuilt (compacted) only once tombstones
-    pass :data:`COMPACT_SHARE` of its nodes, or when it cannot be read.
+    The kind follows the store's size: HNSW from :attr:`imgsim.index.hnsw.AnnConfig.min_rows`
+    rows, IVF-PQ from :data:`IVFPQ_MIN_ROWS` (an index of the other kind is dropped). An index
+    that still matches the store's embeddings is kept. One built for an earlier state of the
+    store (items added or removed since) is updated in place, keeping its ``build_id``: new rows
+    inserted, removed rows tombstoned; it is rebuilt (compacted) only once tombstones pass
+    :data:`COMPACT_SHARE` of its nodes, or when it cannot be read.
     """
     from imgsim.index.hnsw import should_use_ann
     from imgsim.storage.artifacts import remove_artifact
     from imgsim.storage.stores import Store
 
-    path = ann_path(catalog, approach)
-    store = Store.load(approaches_mod.get(approach).store_dir(catalog), catalog)
+    store_dir = approaches_mod.get(approach).store_dir(catalog)
+    paths = {"hnsw": ann_path(catalog, approach), "ivfpq": layout.ivfpq_dir(store_dir, approach)}
+    store = Store.load(store_dir, catalog)
     if policy == "keep":
-        policy = "always" if path.is_dir() else "auto"
-    wanted = policy == "always" or (policy == "auto" and should_use_ann(len(store.embeddings)))
+        policy = "always" if any(p.is_dir() for p in paths.values()) else "auto"
+    n_rows = len(store.embeddings)
+    wanted = policy == "always" or (policy == "auto" and should_use_ann(n_rows))
+    kind = "ivfpq" if n_rows >= IVFPQ_MIN_ROWS else "hnsw"
+    for other, other_path in paths.items():
+        if other != kind or not wanted:
+            remove_artifact(other_path)
     if not wanted:
-        remove_artifact(path)
         return
     import time
 
-    started = time.perf_counter()
-    index, changed = _ann_in_place(path, store, log)
-    if index is None:
-        from imgsim.index.hnsw import AnnConfig, AnnIndex
+    from imgsim.index.hnsw import AnnConfig, AnnIndex
+    from imgsim.index.ivfpq import IvfPqConfig, IvfPqIndex
 
-        # A filter keeping up to 20k rows is answered exactly over them: through the graph a 17.7%
-        # filter recalled only 0.77-0.82 (benchmarks/search.py --ann), and 20k exact rows cost ~5 ms.
-        config = AnnConfig(exact_below=20_000)
-        index = AnnIndex.build(store.embeddings, store.manifest.get("metric", "cosine"), config)
-        log(f"{approach}: approximate (HNSW) index over {index.size} rows built")
+    started = time.perf_counter()
+    path = paths[kind]
+    if kind == "ivfpq":
+        index, changed = _ann_in_place(path, store, log, lambda p: IvfPqIndex.load(p, None, mmap=False))
+    else:
+        index, changed = _ann_in_place(path, store, log, lambda p: AnnIndex.load(p, None))
+    if index is None:
+        metric = store.manifest.get("metric", "cosine")
+        if kind == "ivfpq":
+            index = IvfPqIndex.build(store.embeddings, metric, IvfPqConfig(**IVFPQ_SETTINGS))
+            log(f"{approach}: compressed (IVF-PQ) index over {index.size} rows built")
+        else:
+            # A filter keeping up to 20k rows is answered exactly over them: through the graph a 17.7%
+            # filter recalled only 0.77-0.82 (benchmarks/search.py --ann), and 20k exact rows cost ~5 ms.
+            index = AnnIndex.build(store.embeddings, metric, AnnConfig(exact_below=20_000))
+            log(f"{approach}: approximate (HNSW) index over {index.size} rows built")
     elif not changed:
         log(f"{approach}: approximate index up to date")
         return
@@ -163,17 +189,18 @@ def ensure_ann(catalog: Catalog, approach: str, policy: str = "auto",
     log(f"{approach}: approximate index saved in {time.perf_counter() - started:.1f} s")
 
 
-def _ann_in_place(path: Path, store: Any, log: Callable[[str], None]) -> tuple[Any, bool]:
-    """The index at ``path`` made to mirror ``store`` in place, and whether that changed it.
+def _ann_in_place(path: Path, store: Any, log: Callable[[str], None],
+                  load: Callable[[Path], Any]) -> tuple[Any, bool]:
+    """The index at ``path`` (read by ``load``, unchecked) made to mirror ``store`` in place, and whether that changed it.
 
     ``(None, True)`` when it must be rebuilt: unreadable, another metric or dim, or past
     :data:`COMPACT_SHARE` tombstones once updated.
     """
-    from imgsim.index.hnsw import AnnIndex, embeddings_fingerprint
+    from imgsim.index.hnsw import embeddings_fingerprint
     from imgsim.storage.artifacts import ArtifactError
 
     try:
-        index = AnnIndex.load(path, None)  # checked against the store here, loaded once
+        index = load(path)  # checked against the store here, loaded once
     except ArtifactError:
         return None, True
     if str(index.metric) != store.manifest.get("metric", "cosine") or index.dim != store.embeddings.shape[1]:
@@ -183,7 +210,7 @@ def _ann_in_place(path: Path, store: Any, log: Callable[[str], None]) -> tuple[A
     removed, added = index.follow(store.embeddings)
     nodes = index.size + index.tombstones
     if index.tombstones > COMPACT_SHARE * nodes:
-        log(f"{path.stem}: {index.tombstones} of {nodes} graph nodes removed (over {COMPACT_SHARE:.0%}): "
+        log(f"{path.stem}: {index.tombstones} of {nodes} indexed rows removed (over {COMPACT_SHARE:.0%}): "
             "compacting")
         return None, True
     log(f"{path.stem}: approximate index updated in place ({added} rows added, {removed} removed)")

@@ -287,7 +287,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="pretrained pooling (default avg)")
     p.add_argument("--flip", action="store_true", help="average pretrained embeddings with the mirror image")
     p.add_argument("--ann", choices=ANN_POLICIES, default="auto",
-                   help="an approximate (HNSW) index beside each store: auto from 200,000 items (default)")
+                   help="an approximate index beside each store: auto from 200,000 items, IVF-PQ (default); "
+                        "always on a smaller store: HNSW")
     _add_autoencoder_args(p)
     p.add_argument("--ray", metavar="auto|HOST:PORT",
                    help="embed on a Ray cluster's workers: auto (the one `ray start --head` started here) or "

@@ -111,6 +111,41 @@ def test_an_approximate_index_is_built_used_and_refreshed(shop, capsys):
     assert not (shop / "stores" / "pretrained.ann").exists()
 
 
+def test_big_stores_get_an_ivfpq_index_updated_in_place(shop, tmp_path, capsys, monkeypatch):
+    import imgsim.build
+    from imgsim.build import BuildOptions, build_approaches
+
+    # Every store counts as big here; 3-bit codes train on the shop's 12 rows, and float16 re-rank
+    # vectors take an added row as it is (sq8 clamps it to the ranges seen in training: 12 rows).
+    monkeypatch.setattr(imgsim.build, "IVFPQ_MIN_ROWS", 0)
+    monkeypatch.setattr(imgsim.build, "IVFPQ_SETTINGS", {"nbits": 3, "rerank_dtype": "float16", "threads": 1})
+    build_approaches(Catalog.load(shop), BuildOptions(approaches=("pretrained",), ann="always"))
+    path = shop / "stores" / "pretrained.ivfpq"
+    built = json.loads((path / "manifest.json").read_text())
+    assert not (shop / "stores" / "pretrained.ann").exists()
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (IVF-PQ, re-ranked)"
+    new = tmp_path / "new"
+    (new / "yellows").mkdir(parents=True)
+    Image.fromarray(solid((230, 210, 20), 40)).save(new / "yellows" / "yellow_0.png")
+    assert main(["add", str(shop), str(new)]) == 0
+    assert "updated in place (1 rows added, 0 removed)" in capsys.readouterr().out
+    added = json.loads((path / "manifest.json").read_text())
+    assert added["build_id"] == built["build_id"] and added["nodes"] == built["nodes"] + 1
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (IVF-PQ, re-ranked)"
+    top = engine.search(new / "yellows" / "yellow_0.png", "pretrained", k=1)
+    assert top.items["id"].tolist() == [engine.items["id"].iloc[-1]]
+    yellow = engine.items["id"].iloc[-1]
+    assert main(["remove", str(shop), yellow]) == 0
+    removed = json.loads((path / "manifest.json").read_text())
+    assert removed["build_id"] == built["build_id"] and removed["count"] == built["count"]
+    engine = Engine.open(shop)
+    assert engine.search_backend("pretrained") == "approximate (IVF-PQ, re-ranked)"
+    ids = engine.search(new / "yellows" / "yellow_0.png", "pretrained", k=len(engine.items)).ids
+    assert yellow not in ids and len(ids) == len(engine.items)
+
+
 def ann_manifest(root):
     return json.loads((root / "stores" / "pretrained.ann" / "manifest.json").read_text())
 

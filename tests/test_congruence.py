@@ -1,6 +1,6 @@
 """One suite, every search backend: the same queries through each kind the factory registers.
 
-Modelled on qdrant-client's congruence tests: exact search, the HNSW graph and Milvus Lite
+Modelled on qdrant-client's congruence tests: exact search, the HNSW graph, IVF-PQ and Milvus Lite
 (embedded) are opened by the factory on the same small store and must give the brute-force
 answer (an ``argsort`` oracle written here, not the exact index) for plain, category-filtered,
 excluded and region queries (with the region that won each row), and for conditions on any
@@ -55,6 +55,21 @@ def setup_hnsw(catalog: Catalog, store: Store, work: Path) -> dict[str, Any]:
     return {"kind": "local"}
 
 
+def setup_ivfpq(catalog: Catalog, store: Store, work: Path) -> dict[str, Any]:
+    if not have("faiss"):
+        pytest.skip("faiss is not installed")
+    from imgsim.index.ivfpq import IvfPqConfig, IvfPqIndex
+    from imgsim.storage import layout
+
+    # Every list scanned, a shortlist of every row, float32 re-rank, exact_below=0 (filters go
+    # through the lists): any difference from the oracle is a bookkeeping bug, not approximation.
+    config = IvfPqConfig(nlist=4, m=4, nbits=6, nprobe=4, shortlist=N, rerank_dtype="float32", exact_below=0,
+                         threads=1)
+    index = IvfPqIndex.build(store.embeddings, store.manifest["metric"], config)
+    index.save(layout.ivfpq_dir(store.root, APPROACH))
+    return {"kind": "local"}
+
+
 def setup_milvus(catalog: Catalog, store: Store, work: Path) -> dict[str, Any]:
     if not have("pymilvus", "milvus_lite"):
         pytest.skip("pymilvus and milvus-lite are not installed")
@@ -63,7 +78,7 @@ def setup_milvus(catalog: Catalog, store: Store, work: Path) -> dict[str, Any]:
 
 #: How to make each registered kind answer for a store; returns the ``backend.json`` record.
 SETUPS: dict[str, Callable[[Catalog, Store, Path], dict[str, Any]]] = {
-    "exact": setup_exact, "hnsw": setup_hnsw, "milvus": setup_milvus,
+    "exact": setup_exact, "hnsw": setup_hnsw, "ivfpq": setup_ivfpq, "milvus": setup_milvus,
 }
 
 

@@ -2,7 +2,7 @@
 
 :data:`KINDS` is the registry, in the order openers are asked: the first that answers for an
 approach's store serves it. A service (Milvus) answers for the approaches ``backend.json`` says
-were exported to it; the HNSW graph when a current one exists beside the store; exact search
+were exported to it; the IVF-PQ or HNSW index when a current one exists beside the store; exact search
 always. A new backend (say Qdrant) is one module with an opener (and, for a service, the
 ``accepts`` and ``export`` functions) plus one entry here.
 """
@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from imgsim.index import exact, hnsw, milvus_search
+from imgsim.index import exact, hnsw, ivfpq, milvus_search
 from imgsim.index.backend import Opening, SearchBackend
 from imgsim.ingest.catalog import Catalog
 from imgsim.storage import layout
@@ -53,6 +53,7 @@ KINDS: dict[str, BackendKind] = {
     "milvus": BackendKind(milvus_search.open_backend, milvus_search.accepts, milvus_search.export,
                           "a Milvus Lite path ending in .db, or http://host:port of a Milvus server",
                           milvus_search.update),
+    "ivfpq": BackendKind(ivfpq.open_backend),
     "hnsw": BackendKind(hnsw.open_backend),
     "exact": BackendKind(exact.open_backend),
 }

@@ -12,7 +12,8 @@
       thumbs/  downloads/          decoded thumbnails; downloaded originals
       sources/<sha256>/            an unpacked zip source
       stores/<approach>/           an approach's store (a link to its current version)
-      stores/<approach>.ann/       its approximate index
+      stores/<approach>.ann/       its approximate index (HNSW)
+      stores/<approach>.ivfpq/     its compressed index (IVF-PQ), for the biggest stores
       models/<name>/               a learned model (an approach's, or the duplicates threshold)
       models/match-<approach>/     an approach's no-good-match line (imgsim.calibration)
       backend.json                 where the vectors are served from, after an export
@@ -102,6 +103,11 @@ def store_dir(root: Path, approach: str) -> Path:
 def ann_dir(store_root: Path, approach: str) -> Path:
     """``CATALOG/stores/<approach>.ann``, beside the store at ``store_root``."""
     return Path(store_root).with_name(f"{approach}.ann")
+
+
+def ivfpq_dir(store_root: Path, approach: str) -> Path:
+    """``CATALOG/stores/<approach>.ivfpq``, beside the store at ``store_root``."""
+    return Path(store_root).with_name(f"{approach}.ivfpq")
 
 
 def model_dir(root: Path, name: str) -> Path:
