@@ -238,6 +238,25 @@ def test_a_kill_between_the_items_table_and_the_manifest_leaves_the_old_catalogu
     assert Catalog.load(tmp_path / "cat").fingerprint == again.fingerprint
 
 
+def test_a_reader_racing_a_commit_reads_the_new_table(shop_dir, tmp_path, monkeypatch):
+    """The writer replaced the table between the reader's manifest read and its table read."""
+    root = tmp_path / "cat"
+    built = ingest(str(shop_dir), root)
+    real = Catalog._read_manifest
+    stale = {**built.manifest, "items_file": "items-0123456789abcdef.parquet"}  # deleted by the commit
+    reads = []
+
+    def racing(path):
+        reads.append(path)
+        return stale if len(reads) == 1 else real(path)
+
+    monkeypatch.setattr(Catalog, "_read_manifest", staticmethod(racing))
+    assert Catalog.load(root).fingerprint == built.fingerprint
+    monkeypatch.setattr(Catalog, "_read_manifest", staticmethod(lambda path: stale))  # truly missing
+    with pytest.raises(catalog.CatalogOutdatedError, match="is missing"):
+        Catalog.load(root)
+
+
 def test_an_old_format_catalogue_asks_for_a_rebuild_and_a_build_replaces_it(shop_dir, tmp_path):
     root = tmp_path / "cat"
     root.mkdir()

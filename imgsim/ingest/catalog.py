@@ -65,6 +65,8 @@ from imgsim.storage.lock import locks_catalog
 FORMAT_VERSION = 2
 KIND = "catalog"
 MANIFEST = "manifest.json"
+#: How many times :meth:`Catalog.load` reads the manifest again when a writer replaced the items table it named.
+READ_ATTEMPTS = 5
 CORE_COLUMNS = ("id", "source", "name", "category", "label", "status", "message", "thumb", "sha256", "added_at")
 
 OK = download.OK
@@ -146,6 +148,27 @@ class Catalog:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise CatalogNotFoundError(root)
+        # A writer commits a new items table and manifest, then deletes the old table: a reader
+        # that read the old manifest just before reads the manifest again (a bounded few times).
+        for attempt in range(READ_ATTEMPTS):
+            manifest = cls._read_manifest(root)
+            items_file = str(manifest.get("items_file") or "")
+            if not re.fullmatch(r"items-[0-9a-f]{16}\.parquet", items_file):
+                break
+            try:
+                items = pd.read_parquet(root / items_file)
+            except FileNotFoundError:
+                if attempt + 1 < READ_ATTEMPTS and cls._read_manifest(root).get("items_file") != items_file:
+                    continue
+                break
+            return cls(root, manifest, items)
+        raise CatalogOutdatedError(
+            root, f"{root}: the items table {items_file or '(none)'} named by its manifest is missing, "
+            "so it must be built again from its source"
+        )
+
+    @staticmethod
+    def _read_manifest(root: Path) -> dict[str, Any]:
         try:
             manifest = read_manifest(root, KIND)
         except ArtifactError as err:
@@ -155,14 +178,7 @@ class Catalog:
                 root, f"{root} has catalogue format {manifest.get('format_version')}; this imgsim reads "
                 f"format {FORMAT_VERSION}, so it must be built again from its source"
             )
-        items_file = str(manifest.get("items_file") or "")
-        if not re.fullmatch(r"items-[0-9a-f]{16}\.parquet", items_file) or not (root / items_file).is_file():
-            raise CatalogOutdatedError(
-                root, f"{root}: the items table {items_file or '(none)'} named by its manifest is missing, "
-                "so it must be built again from its source"
-            )
-        items = pd.read_parquet(root / items_file)
-        return cls(root, manifest, items)
+        return manifest
 
     @property
     def name(self) -> str:
