@@ -352,3 +352,28 @@ def test_the_retrieval_term_is_a_symmetric_infonce_over_the_batch():
     # Scale-free (the latents are normalised) and lowest when each photo points at its own item.
     np.testing.assert_allclose(agreement(3 * photo, studio, 0.2), expected, rtol=1e-4, atol=1e-5)
     assert agreement(2 * studio, studio, 0.2).mean() < expected.mean()
+
+
+def test_a_plain_model_trained_beside_the_robust_one_is_shown_with_it(built_catalog, tmp_path):
+    import shutil
+
+    from imgsim.build import BuildOptions, retrain
+    from imgsim.engine import Engine
+    from imgsim.ingest.catalog import Catalog
+
+    root = tmp_path / "shop"
+    shutil.copytree(built_catalog, root)
+    assert Engine.open(root).reconstruct(row=0).plain is None  # no plain model beside it yet
+    beside = AutoencoderConfig(image_size=16, latent_dim=8, epochs=1, plain_beside=True)
+    retrain(Catalog.load(root), "autoencoder", BuildOptions(settings={"autoencoder": beside}))
+    plain = Autoencoder.load(root / "models" / "autoencoder_plain")
+    assert plain.mode is Mode.PLAIN and plain.manifest["config"]["plain_beside"] is False
+    recon = Engine.open(root).reconstruct(row=0)
+    assert recon.plain.shape == recon.reconstruction.shape == (16, 16, 3) and recon.plain.dtype == np.uint8
+    expected = plain.errors(recon.original[None])[2][0]
+    assert recon.plain_psnr == pytest.approx(float(expected), rel=1e-5)
+    # Retrained without it, the stale plain model goes: it would compare with another model.
+    retrain(Catalog.load(root), "autoencoder", BuildOptions(settings={"autoencoder": dataclasses.replace(
+        beside, plain_beside=False)}))
+    assert not (root / "models" / "autoencoder_plain").exists()
+    assert Engine.open(root).reconstruct(row=0).plain is None

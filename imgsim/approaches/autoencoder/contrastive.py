@@ -55,6 +55,27 @@ def _agreement_layer() -> type:
     return LatentAgreement
 
 
+@functools.cache
+def _batch_layers() -> tuple[type, type]:
+    keras = _keras()
+    ops = keras.ops
+
+    class Stack(keras.layers.Layer):
+        """Two batches as one, ``(2B, ...)``: BatchNorm then sees the mix inference will average."""
+
+        def call(self, first, second):
+            return ops.concatenate([first, second], axis=0)
+
+    class Halves(keras.layers.Layer):
+        """The two halves of a stacked batch."""
+
+        def call(self, stacked):
+            first, second = ops.split(stacked, 2, axis=0)
+            return first, second
+
+    return Stack, Halves
+
+
 def _mean_of_prediction(y_true, y_pred):
     """The loss of an output that already is a per-sample loss (the target is ignored)."""
     return _keras().ops.mean(y_pred)
@@ -84,10 +105,16 @@ def trainer(autoencoder, config):
     shape = encoder.input.shape[1:]
     studio = keras.Input(shape, dtype="uint8", name=STUDIO)
     photo = keras.Input(shape, dtype="uint8", name=PHOTO)
-    z_studio, z_photo = encoder(studio), encoder(photo)
+    # Studio images and photos go through the encoder and decoder as one batch: encoded apart,
+    # each BatchNorm would normalise studio images by studio statistics in training but by the
+    # running mix of both at inference, and the reconstructions of catalogue items would suffer.
+    stack, halves = _batch_layers()
+    latent = encoder(stack(name="pair_batch")(studio, photo))
+    z_studio, z_photo = halves(name="latent_halves")(latent)
+    redrawn_studio, redrawn_photo = halves(name="redrawn_halves")(decoder(latent))
     outputs = {
-        STUDIO_OUT: keras.layers.Identity(name=STUDIO_OUT)(decoder(z_studio)),
-        PHOTO_OUT: keras.layers.Identity(name=PHOTO_OUT)(decoder(z_photo)),
+        STUDIO_OUT: keras.layers.Identity(name=STUDIO_OUT)(redrawn_studio),
+        PHOTO_OUT: keras.layers.Identity(name=PHOTO_OUT)(redrawn_photo),
         AGREEMENT: _agreement_layer()(config.temperature, name=AGREEMENT)(z_photo, z_studio),
     }
     model = keras.Model({STUDIO: studio, PHOTO: photo}, outputs, name="robust_trainer")

@@ -86,7 +86,7 @@ class AutoencoderConfig:
     Attributes:
         variant: ``conv`` (default) or ``seed`` (the article's model).
         image_size: Input side in pixels; for ``conv`` a power of two >= 16.
-        latent_dim: Size of the latent vector; by default 16 for ``seed`` (the article's) and 128
+        latent_dim: Size of the latent vector; by default 16 for ``seed`` (the article's) and 256
             for ``conv``.
         base_filters: Filters of the first ``conv`` stage, doubled per stage up to 8x.
         epochs: Upper bound on epochs; early stopping usually ends sooner.
@@ -97,7 +97,8 @@ class AutoencoderConfig:
         seed: Seeds the split, shuffling, weight initialisation and (robust) the composites.
         mode: ``robust`` (default: phone-photo composite -> studio image) or ``plain`` (image ->
             itself).
-        clean_fraction: ``robust`` only: the share of inputs left as the clean catalogue image.
+        clean_fraction: ``robust`` only: the share of photo inputs left as the clean catalogue
+            image (every studio image is also redrawn from itself, whatever this share).
         composite_scale: ``robust`` only: composites are made with their longer side this many
             times ``image_size``, then made square and resized like a query photo.
         box_fraction: ``robust`` only: the share of composites cropped to the product's box (with
@@ -115,20 +116,20 @@ class AutoencoderConfig:
     """
 
     variant: Variant = Variant.CONV
-    image_size: int = 64
+    image_size: int = 32
     latent_dim: int | None = None
-    base_filters: int = 32
-    epochs: int = 30
+    base_filters: int = 64
+    epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
     validation_split: float = 0.1
     patience: int = 5
     seed: int = 1337
     mode: Mode = Mode.ROBUST
-    clean_fraction: float = 0.25
+    clean_fraction: float = 0.0
     composite_scale: float = 1.5
     box_fraction: float = 0.5
-    photo_weight: float = 0.5
+    photo_weight: float = 0.25
     contrastive_weight: float = 0.05
     temperature: float = 0.1
     plain_beside: bool = False
@@ -137,7 +138,7 @@ class AutoencoderConfig:
         object.__setattr__(self, "variant", Variant(self.variant))
         object.__setattr__(self, "mode", Mode(self.mode))
         if self.latent_dim is None:
-            object.__setattr__(self, "latent_dim", 16 if self.variant is Variant.SEED else 128)
+            object.__setattr__(self, "latent_dim", 16 if self.variant is Variant.SEED else 256)
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
