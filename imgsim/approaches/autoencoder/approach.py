@@ -12,7 +12,7 @@ from imgsim.approaches.autoencoder.nets import AutoencoderConfig, Mode
 from imgsim.approaches.base import Approach, Drift, NotApplicableError, added_since, ensure_store, load_squares
 from imgsim.ingest.catalog import Catalog
 from imgsim.storage import layout
-from imgsim.storage.artifacts import ArtifactError, read_manifest
+from imgsim.storage.artifacts import ArtifactError, read_manifest, remove_artifact
 
 AUTOENCODER = "autoencoder"
 #: At most this many new items are reconstructed to measure drift (their mean is stable by then).
@@ -88,12 +88,10 @@ class AutoencoderApproach(Approach):
     def _train_plain_beside(self, catalog: Catalog, config: AutoencoderConfig, images: np.ndarray | None = None,
                             *, log, progress) -> None:
         """Trains the comparison ``plain`` model when ``config`` asks for one (and removes a stale one)."""
-        import shutil
-
         from imgsim.approaches.autoencoder.training import train
 
         if not (config.plain_beside and config.mode is Mode.ROBUST):
-            shutil.rmtree(self.plain_dir(catalog), ignore_errors=True)  # it would compare with another model
+            remove_artifact(self.plain_dir(catalog))  # it would compare with another model
             return
         if images is None:
             images = load_squares(catalog, config.image_size, progress("decode"))
