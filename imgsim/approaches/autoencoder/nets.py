@@ -93,7 +93,9 @@ class AutoencoderConfig:
         batch_size: Images per step.
         learning_rate: Adam's learning rate.
         validation_split: Fraction of items held out for validation.
-        patience: Epochs without validation improvement before stopping.
+        patience: Epochs without validation improvement before stopping (8: a robust model's
+            validation loss carries the noisy retrieval term; with 5 the demo stopped at epoch 27 and
+            18.4 dB median PSNR, with 8 it ran 40 epochs to 20.2 dB).
         seed: Seeds the split, shuffling, weight initialisation and (robust) the composites.
         mode: ``robust`` (default: phone-photo composite -> studio image) or ``plain`` (image ->
             itself).
@@ -123,7 +125,7 @@ class AutoencoderConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     validation_split: float = 0.1
-    patience: int = 5
+    patience: int = 8
     seed: int = 1337
     mode: Mode = Mode.ROBUST
     clean_fraction: float = 0.0
