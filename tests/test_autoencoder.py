@@ -354,14 +354,17 @@ def test_the_retrieval_term_is_a_symmetric_infonce_over_the_batch():
     assert agreement(2 * studio, studio, 0.2).mean() < expected.mean()
 
 
-def test_a_plain_model_trained_beside_the_robust_one_is_shown_with_it(built_catalog, tmp_path):
+def test_a_plain_model_trained_beside_the_robust_one_is_shown_with_it(built_catalog, tmp_path, monkeypatch):
     import shutil
+
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
 
     from imgsim.build import BuildOptions, retrain
     from imgsim.engine import Engine
     from imgsim.ingest.catalog import Catalog
 
-    root = tmp_path / "shop"
+    root = tmp_path / "data" / "catalogs" / "shop"
     shutil.copytree(built_catalog, root)
     assert Engine.open(root).reconstruct(row=0).plain is None  # no plain model beside it yet
     beside = AutoencoderConfig(image_size=16, latent_dim=8, epochs=1, plain_beside=True)
@@ -372,6 +375,12 @@ def test_a_plain_model_trained_beside_the_robust_one_is_shown_with_it(built_cata
     assert recon.plain.shape == recon.reconstruction.shape == (16, 16, 3) and recon.plain.dtype == np.uint8
     expected = plain.errors(recon.original[None])[2][0]
     assert recon.plain_psnr == pytest.approx(float(expected), rel=1e-5)
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "data"))
+    page = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    page.switch_page("app_pages/reconstructions.py").run()
+    page.main.radio[0].set_value("Browse").run()
+    assert not page.exception
+    assert any("plain model's reconstruction" in c for img in page.image for c in img.captions)
     # Retrained without it, the stale plain model goes: it would compare with another model.
     retrain(Catalog.load(root), "autoencoder", BuildOptions(settings={"autoencoder": dataclasses.replace(
         beside, plain_beside=False)}))
