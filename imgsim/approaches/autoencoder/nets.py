@@ -93,9 +93,9 @@ class AutoencoderConfig:
         batch_size: Images per step.
         learning_rate: Adam's learning rate.
         validation_split: Fraction of items held out for validation.
-        patience: Epochs without validation improvement before stopping (8: a robust model's
-            validation loss carries the noisy retrieval term; with 5 the demo stopped at epoch 27 and
-            18.4 dB median PSNR, with 8 it ran 40 epochs to 20.2 dB).
+        patience: Epochs without validation improvement before stopping (a robust model is
+            judged by its studio reconstructions alone: its total loss carries the noisy retrieval
+            term, and stopping on it left the demo at epoch 27-30 and 18.4 dB median PSNR).
         seed: Seeds the split, shuffling, weight initialisation and (robust) the composites.
         mode: ``robust`` (default: phone-photo composite -> studio image) or ``plain`` (image ->
             itself).

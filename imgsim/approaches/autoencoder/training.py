@@ -305,6 +305,7 @@ def train(
         return model, model
 
     model, fitted = fresh_model()
+    monitor = f"val_{contrastive.STUDIO_OUT}_loss" if config.mode is Mode.ROBUST else "val_loss"
     resumed_from, discarded = None, None
     try:
         restored = _load_checkpoint(work, fitted)
@@ -325,7 +326,9 @@ def train(
         batches = _Batches.make(shuffled, config.batch_size, make_batch, (config.seed, 0, epoch))
         history = fitted.fit(batches, validation_data=validation, validation_batch_size=64,
                              initial_epoch=epoch, epochs=epoch + 1, verbose=verbose, shuffle=False)
-        val_loss = float(history.history["val_loss"][-1])
+        # A robust model stops on its studio reconstructions (what a user browses): its total
+        # validation loss carries the retrieval term over small batches, noisy enough to stop early.
+        val_loss = float(history.history[monitor][-1])
         if state.update(val_loss, config.patience):
             best_weights = fitted.get_weights()
         _save_checkpoint(work, fitted, state, best_weights)
