@@ -237,9 +237,11 @@ def train(
 ) -> Autoencoder:
     """Trains an autoencoder on ``images`` and saves it to ``out`` atomically.
 
-    One Keras ``fit`` per epoch over that epoch's batches (shuffled from ``(seed, epoch)``), a
-    fixed-seed validation split, halving of the learning rate on plateaus, and early stopping that
-    keeps the best weights. After every epoch the weights, the optimizer's state and the policies'
+    ``plain`` fits the autoencoder itself; ``robust`` fits the two-input graph of
+    :func:`imgsim.approaches.autoencoder.contrastive.trainer` over the same encoder and decoder
+    (reconstructions plus the retrieval term). One Keras ``fit`` per epoch over that epoch's
+    batches (shuffled from ``(seed, epoch)``), a fixed-seed validation split, halving of the
+    learning rate on plateaus, and early stopping that keeps the best weights. After every epoch the weights, the optimizer's state and the policies'
     state are checkpointed atomically in ``out``'s sibling work directory ``.<name>.work``, so
     an interrupted run resumes where it stopped and ends with the same weights as an
     uninterrupted one. A checkpoint that is damaged, partly written, or from another
@@ -353,6 +355,7 @@ def train(
         "resumed_from_epoch": resumed_from,
         "checkpoint_discarded": discarded,
         "val_loss_history": state.history,
+        "val_loss_monitored": monitor,  # robust: the studio reconstructions' loss, not the total
         "val_mse": val_mse,
         "val_psnr": float(psnr(val_mse)),
         "val_photo_mse": photo_mse,
