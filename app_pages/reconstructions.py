@@ -58,7 +58,11 @@ if engine is not None:
                 rows = [query.row]
 
         def show(recon, title: str, photo: bool = False) -> None:
-            cols = st.columns(3)
+            # A plain model trained beside the robust one is shown next to it, for comparison.
+            cols = st.columns(3 if recon.plain is None else 4)
+            if recon.plain is not None:
+                cols[-1].image(recon.plain, caption=f"plain model's reconstruction (PSNR {recon.plain_psnr:.1f} dB)",
+                               width="stretch")
             if photo:  # the difference from a scene is no error: the model is meant to drop the scene
                 st.markdown(bold(title))
                 cols[0].image(recon.original, caption="your photo, cropped to the product box", width="stretch")

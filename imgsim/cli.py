@@ -71,7 +71,8 @@ def _autoencoder_config(args: argparse.Namespace):
     from imgsim.approaches.autoencoder.nets import AutoencoderConfig
 
     values = {"variant": args.variant, "image_size": args.image_size,
-              "latent_dim": args.latent_dim, "epochs": args.epochs, "mode": args.mode}
+              "latent_dim": args.latent_dim, "epochs": args.epochs, "mode": args.mode,
+              "plain_beside": args.plain_beside or None}
     return AutoencoderConfig(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -80,15 +81,18 @@ def _add_autoencoder_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--variant", choices=[v.value for v in Variant], help="autoencoder architecture (default conv)")
     p.add_argument("--image-size", type=number(int, *IMAGE_SIZE_RANGE, " px"),
-                   help=f"autoencoder input side, {span(*IMAGE_SIZE_RANGE)} px (default 64)")
+                   help=f"autoencoder input side, {span(*IMAGE_SIZE_RANGE)} px (default 32)")
     p.add_argument("--latent-dim", type=number(int, *LATENT_DIM_RANGE),
-                   help=f"autoencoder latent size, {span(*LATENT_DIM_RANGE)} (default 128 for conv, 16 for "
+                   help=f"autoencoder latent size, {span(*LATENT_DIM_RANGE)} (default 256 for conv, 16 for "
                         "seed as in the article)")
     p.add_argument("--epochs", type=number(int, *EPOCHS_RANGE),
-                   help=f"most autoencoder epochs, {span(*EPOCHS_RANGE)} (default 30, early stopping)")
+                   help=f"most autoencoder epochs, {span(*EPOCHS_RANGE)} (default 40, early stopping)")
     p.add_argument("--mode", choices=[m.value for m in Mode],
                    help="autoencoder training: robust (default) learns the studio image from simulated phone "
                         "photos of it, so its latent ignores the scene; plain learns each image from itself")
+    p.add_argument("--plain-beside", action="store_true",
+                   help="robust mode: also train a plain autoencoder beside it, so the Reconstructions page "
+                        "shows both (about doubles the training time)")
 
 
 def _print_summary(catalog) -> None:

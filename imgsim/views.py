@@ -22,14 +22,23 @@ from imgsim.query import as_rgb
 
 @dataclasses.dataclass
 class Reconstruction:
-    """The autoencoder's view of one image: input, output, per-pixel error, MSE and PSNR."""
+    """The autoencoder's view of one image: input, output, per-pixel error, MSE and PSNR.
+
+    ``plain`` and ``plain_psnr`` are the ``plain`` model's reconstruction and PSNR when one was
+    trained beside a robust autoencoder (its ``plain_beside`` setting), else None.
+    """
 
     original: np.ndarray
     reconstruction: np.ndarray
     error_map: np.ndarray
     mse: float
     psnr: float
+    plain: np.ndarray | None = None
+    plain_psnr: float | None = None
 
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (image * 255).round().astype(np.uint8)
 
 
 class Views:
@@ -48,6 +57,8 @@ class Views:
         self.items = loader.items
         self.product_box = product_box
         self._errors: pd.DataFrame | None = None
+        self._plain: Any = None
+        self._plain_loaded = False
 
     def reconstruct(self, image: ImageSource | np.ndarray | None = None, *,
                     row: int | None = None, box: tuple[int, int, int, int] | None = None) -> Reconstruction:
@@ -65,8 +76,12 @@ class Views:
             square = to_square(crop(rgb, product) if product else rgb, model.image_size)
         recon, mse, psnr = model.errors(square[None])
         error = np.abs(recon[0] - square.astype(np.float32) / 255.0).mean(axis=2)
-        return Reconstruction(square, (recon[0] * 255).round().astype(np.uint8), error,
-                              float(mse[0]), float(psnr[0]))
+        plain = plain_psnr = None
+        beside = self._plain_reconstructor()
+        if beside is not None and beside.image_size == model.image_size:
+            plain_recon, _, plain_psnrs = beside.errors(square[None])
+            plain, plain_psnr = _to_uint8(plain_recon[0]), float(plain_psnrs[0])
+        return Reconstruction(square, _to_uint8(recon[0]), error, float(mse[0]), float(psnr[0]), plain, plain_psnr)
 
     def reconstruction_errors(self, batch_size: int = 64) -> pd.DataFrame:
         """Per-item reconstruction MSE and PSNR over the whole catalogue (computed once per engine).
@@ -86,6 +101,16 @@ class Views:
                     "row": np.arange(len(mse)), "id": self.items["id"], "name": self.items["name"],
                     "category": self.items["category"], "mse": mse, "psnr": psnr(mse)})
             return self._errors.copy()
+
+    def _plain_reconstructor(self):
+        """The ``plain`` model trained beside the searched one, loaded once; None without one."""
+        with self.loader.lock:
+            if not self._plain_loaded:
+                approach = approaches_mod.get(approaches_mod.reconstructor())
+                find = getattr(approach, "plain_model", None)
+                self._plain = find(self.catalog) if find is not None else None
+                self._plain_loaded = True
+            return self._plain
 
     def _reconstructor(self):
         """The model of the approach that reconstructs images (the autoencoder).

@@ -261,3 +261,130 @@ def test_drift_advises_retraining_after_many_additions_and_retrain_clears_it(bui
     assert model.manifest["config"] == tiny.as_dict() and model.fingerprint != before.fingerprint
     after = approach.drift(catalog, model)
     assert not after.needs_retrain and after.line.startswith("autoencoder: 0 of 16 items added")
+
+
+# -- the retrieval term (issue 23 part 3) -----------------------------------------------------------
+
+def test_retrieval_settings_are_validated_and_recorded_and_old_manifests_still_load():
+    config = AutoencoderConfig(contrastive_weight=0.25, temperature=0.2, photo_weight=0.0)
+    saved = config.as_dict()
+    assert (saved["contrastive_weight"], saved["temperature"], saved["photo_weight"]) == (0.25, 0.2, 0.0)
+    assert AutoencoderConfig.from_manifest(saved) == config
+    for bad in ({"contrastive_weight": -0.1}, {"contrastive_weight": float("nan")}, {"contrastive_weight": "1"},
+                {"temperature": 0.0}, {"temperature": 2.0}, {"photo_weight": True}):
+        name, value = next(iter(bad.items()))
+        with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}={value!r}"):
+            AutoencoderConfig(**bad)
+    # A manifest written before the retrieval term existed: its model was trained without one.
+    old = {k: v for k, v in AutoencoderConfig(mode="robust").as_dict().items()
+           if k not in ("contrastive_weight", "temperature", "photo_weight")}
+    assert AutoencoderConfig.from_manifest(old).contrastive_weight == 0.0
+    assert AutoencoderConfig.from_manifest({**old, "contrastive_weight": 0.5}).contrastive_weight == 0.5
+
+
+def test_an_old_manifest_without_the_retrieval_settings_still_loads(tmp_path):
+    from imgsim.approaches.autoencoder import AutoencoderApproach
+    from imgsim.storage.artifacts import sha256_file
+
+    config = dataclasses.replace(_TINY, epochs=1)
+    model = train(_tiny_images(), tmp_path / "models" / "autoencoder", config)
+    manifest_path = tmp_path / "models" / "autoencoder" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for key in ("contrastive_weight", "temperature", "photo_weight"):
+        del manifest["config"][key]
+    manifest_path.write_text(json.dumps(manifest))
+    reloaded = Autoencoder.load(tmp_path / "models" / "autoencoder")
+    assert reloaded.fingerprint == sha256_file(tmp_path / "models" / "autoencoder" / "autoencoder.keras")
+    np.testing.assert_array_equal(reloaded.embed(_tiny_images()[:4]), model.embed(_tiny_images()[:4]))
+
+    class _Catalog:
+        root = tmp_path
+
+    approach = AutoencoderApproach()
+    approach.model_dir = lambda catalog: catalog.root / "models" / "autoencoder"
+    settings = approach.settings_from_manifest(_Catalog())
+    assert settings is not None and settings.contrastive_weight == 0.0 and settings.image_size == 16
+
+
+def _relative_photo_distance(embed, images: np.ndarray, photos: np.ndarray) -> float:
+    """Mean cosine distance of each photo's latent to its own item's over that to the other items'."""
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    distance = 1.0 - unit(embed(photos)) @ unit(embed(images)).T
+    own = np.diag(distance)
+    others = distance[~np.eye(len(images), dtype=bool)]
+    return float(own.mean() / others.mean())
+
+
+def test_the_retrieval_term_brings_a_photo_nearer_its_own_item(tmp_path):
+    images = _products(32)
+    config = dataclasses.replace(_TINY, mode="robust", epochs=3, batch_size=8, patience=3, learning_rate=3e-3,
+                                 clean_fraction=0.0, contrastive_weight=1.0, validation_split=0.125)
+    # Photos the model never trained on: other scenes, another generator than training's.
+    photos = Compositor(images, seed=99).inputs(np.arange(len(images)), np.random.default_rng(4), 0.0, 0.5)
+    with_term = train(images, tmp_path / "with", config)
+    without = train(images, tmp_path / "without", dataclasses.replace(config, contrastive_weight=0.0))
+    assert with_term.manifest["config"]["contrastive_weight"] == 1.0
+    assert without.manifest["config"]["contrastive_weight"] == 0.0
+    assert 0.0 <= with_term.manifest["val_photo_rank1"] <= 1.0
+    # Early stopping watches the studio reconstructions, not the total with its noisy retrieval term.
+    assert with_term.manifest["val_loss_monitored"] == "val_studio_out_loss"
+    # On this data: 0.85 with the term, 0.97 with it weighted 0 (0.87 untrained).
+    assert (_relative_photo_distance(with_term.embed, images, photos)
+            < _relative_photo_distance(without.embed, images, photos) - 0.05)
+
+
+def test_the_retrieval_term_is_a_symmetric_infonce_over_the_batch():
+    from imgsim.approaches.autoencoder.contrastive import agreement
+
+    rng = np.random.default_rng(2)
+    photo, studio = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    unit_p = photo / np.linalg.norm(photo, axis=1, keepdims=True)
+    unit_s = studio / np.linalg.norm(studio, axis=1, keepdims=True)
+    logits = unit_p @ unit_s.T / 0.2
+
+    def lse(x, axis):
+        top = x.max(axis=axis)
+        return top + np.log(np.exp(x - np.expand_dims(top, axis)).sum(axis=axis))
+
+    expected = 0.5 * (lse(logits, 1) + lse(logits, 0)) - np.diag(logits)
+    np.testing.assert_allclose(agreement(photo, studio, 0.2), expected, rtol=1e-4, atol=1e-5)
+    # Scale-free (the latents are normalised) and lowest when each photo points at its own item.
+    np.testing.assert_allclose(agreement(3 * photo, studio, 0.2), expected, rtol=1e-4, atol=1e-5)
+    assert agreement(2 * studio, studio, 0.2).mean() < expected.mean()
+
+
+def test_a_plain_model_trained_beside_the_robust_one_is_shown_with_it(built_catalog, tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    from imgsim.build import BuildOptions, retrain
+    from imgsim.engine import Engine
+    from imgsim.ingest.catalog import Catalog
+
+    root = tmp_path / "data" / "catalogs" / "shop"
+    shutil.copytree(built_catalog, root)
+    assert Engine.open(root).reconstruct(row=0).plain is None  # no plain model beside it yet
+    beside = AutoencoderConfig(image_size=16, latent_dim=8, epochs=1, plain_beside=True)
+    retrain(Catalog.load(root), "autoencoder", BuildOptions(settings={"autoencoder": beside}))
+    plain = Autoencoder.load(root / "models" / "autoencoder_plain")
+    assert plain.mode is Mode.PLAIN and plain.manifest["config"]["plain_beside"] is False
+    recon = Engine.open(root).reconstruct(row=0)
+    assert recon.plain.shape == recon.reconstruction.shape == (16, 16, 3) and recon.plain.dtype == np.uint8
+    expected = plain.errors(recon.original[None])[2][0]
+    assert recon.plain_psnr == pytest.approx(float(expected), rel=1e-5)
+    monkeypatch.setenv("IMGSIM_DATA_DIR", str(tmp_path / "data"))
+    page = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120).run()
+    page.switch_page("app_pages/reconstructions.py").run()
+    page.main.radio[0].set_value("Browse").run()
+    assert not page.exception
+    assert any("plain model's reconstruction" in c for img in page.image for c in img.captions)
+    # Retrained without it, the stale plain model goes: it would compare with another model.
+    retrain(Catalog.load(root), "autoencoder", BuildOptions(settings={"autoencoder": dataclasses.replace(
+        beside, plain_beside=False)}))
+    assert not (root / "models" / "autoencoder_plain").exists()
+    assert Engine.open(root).reconstruct(row=0).plain is None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgsim.approaches.autoencoder.nets import AutoencoderConfig
+from imgsim.approaches.autoencoder.nets import AutoencoderConfig, Mode
 from imgsim.approaches.base import Approach, Drift, NotApplicableError, added_since, ensure_store, load_squares
 from imgsim.ingest.catalog import Catalog
-from imgsim.storage.artifacts import ArtifactError, read_manifest
+from imgsim.storage import layout
+from imgsim.storage.artifacts import ArtifactError, read_manifest, remove_artifact
 
 AUTOENCODER = "autoencoder"
 #: At most this many new items are reconstructed to measure drift (their mean is stable by then).
@@ -33,7 +36,7 @@ class AutoencoderApproach(Approach):
     def settings_from_manifest(self, catalog: Catalog) -> AutoencoderConfig | None:
         """The configuration the saved model was trained with; None without a readable model."""
         try:
-            return AutoencoderConfig(**read_manifest(self.model_dir(catalog))["config"])
+            return AutoencoderConfig.from_manifest(read_manifest(self.model_dir(catalog))["config"])
         except (ArtifactError, OSError, KeyError, TypeError, ValueError):
             return None
 
@@ -56,6 +59,19 @@ class AutoencoderApproach(Approach):
             return None
         return model if config is None or model.manifest.get("config") == config.as_dict() else None
 
+    def plain_dir(self, catalog: Catalog) -> Path:
+        """Where the ``plain`` model trained beside a robust one lives (``plain_beside``)."""
+        return layout.model_dir(catalog.root, f"{self.name}_plain")
+
+    def plain_model(self, catalog: Catalog) -> Any | None:
+        """The ``plain`` model beside the searched robust one, if one was trained, else None."""
+        from imgsim.approaches.autoencoder.nets import Autoencoder
+
+        try:
+            return Autoencoder.load(self.plain_dir(catalog))
+        except (ArtifactError, OSError, ValueError):
+            return None
+
     def train(self, catalog: Catalog, config: AutoencoderConfig, *, log, progress):
         """Trains the autoencoder on every ingested item and writes its model directory."""
         from imgsim.approaches.autoencoder.training import train
@@ -66,7 +82,23 @@ class AutoencoderApproach(Approach):
         m = model.manifest
         log(f"autoencoder: trained {m['epochs_trained']} epochs, val MSE {m['val_mse']:.4f} "
             f"(PSNR {m['val_psnr']:.1f} dB)")
+        self._train_plain_beside(catalog, config, images, log=log, progress=progress)
         return model
+
+    def _train_plain_beside(self, catalog: Catalog, config: AutoencoderConfig, images: np.ndarray | None = None,
+                            *, log, progress) -> None:
+        """Trains the comparison ``plain`` model when ``config`` asks for one (and removes a stale one)."""
+        from imgsim.approaches.autoencoder.training import train
+
+        if not (config.plain_beside and config.mode is Mode.ROBUST):
+            remove_artifact(self.plain_dir(catalog))  # it would compare with another model
+            return
+        if images is None:
+            images = load_squares(catalog, config.image_size, progress("decode"))
+        plain = dataclasses.replace(config, mode=Mode.PLAIN, plain_beside=False)
+        model = train(images, self.plain_dir(catalog), plain, catalog_fingerprint=catalog.fingerprint,
+                      progress=progress("train plain"))
+        log(f"autoencoder: trained the plain model beside it, val PSNR {model.manifest['val_psnr']:.1f} dB")
 
     def build(self, catalog, settings: AutoencoderConfig, *, log, progress, learn=True):
         model = self.trained_model(catalog, settings if learn else None)
@@ -81,6 +113,10 @@ class AutoencoderApproach(Approach):
             model = self.train(catalog, settings, log=log, progress=progress)
         else:
             log("autoencoder: model up to date")
+            plain = self.plain_model(catalog)
+            if settings.plain_beside and (plain is None or plain.manifest.get("catalog_fingerprint")
+                                          != model.manifest.get("catalog_fingerprint")):
+                self._train_plain_beside(catalog, settings, log=log, progress=progress)
         ensure_store(self.name, catalog, model, log, progress(self.name))
 
     def retrain(self, catalog, settings: AutoencoderConfig, *, log, progress) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from imgsim.approaches.autoencoder import contrastive
 from imgsim.approaches.autoencoder.compositor import Compositor
 from imgsim.approaches.autoencoder.nets import (
     FORMAT_VERSION,
@@ -193,15 +194,14 @@ def _load_checkpoint(work: Path, model) -> tuple[_TrainingState, list[np.ndarray
 
 
 class _Batches:
-    """One epoch of ``(input, target)`` batches, built lazily as a ``keras.utils.PyDataset``.
+    """One epoch of ``(inputs, targets)`` batches, built lazily as a ``keras.utils.PyDataset``.
 
     Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so an epoch replays exactly
     after a resume and the batches can be made in worker threads.
     """
 
     @staticmethod
-    def make(images: np.ndarray, order: np.ndarray, batch_size: int, make_inputs, seed: tuple[int, ...],
-             workers: int = 1):
+    def make(order: np.ndarray, batch_size: int, make_batch, seed: tuple[int, ...], workers: int = 1):
         keras = _keras()
 
         class Batches(keras.utils.PyDataset):
@@ -210,15 +210,20 @@ class _Batches:
 
             def __getitem__(self, index: int):
                 rows = order[index * batch_size:(index + 1) * batch_size]
-                inputs = make_inputs(rows, np.random.default_rng([*seed, index]))
-                return inputs, images[rows].astype(np.float32) / 255.0
+                return make_batch(rows, np.random.default_rng([*seed, index]))
 
         return Batches(workers=workers, use_multiprocessing=False)
 
 
+def _photo_rank1(model, photos: np.ndarray, studio: np.ndarray) -> float:
+    """The share of ``photos`` whose nearest studio latent (cosine) is their own item's."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-
-#: Scenes made once per training run and reused (cropped, flipped) for every composite; making
+    encoder = model.get_layer("encoder")
+    scores = unit(encoder.predict(photos, batch_size=64, verbose=0)) @ unit(
+        encoder.predict(studio, batch_size=64, verbose=0)).T
+    return float((scores.argmax(axis=1) == np.arange(len(photos))).mean())
 
 
 def train(
@@ -232,9 +237,11 @@ def train(
 ) -> Autoencoder:
     """Trains an autoencoder on ``images`` and saves it to ``out`` atomically.
 
-    One Keras ``fit`` per epoch over that epoch's batches (shuffled from ``(seed, epoch)``), a
-    fixed-seed validation split, halving of the learning rate on plateaus, and early stopping that
-    keeps the best weights. After every epoch the weights, the optimizer's state and the policies'
+    ``plain`` fits the autoencoder itself; ``robust`` fits the two-input graph of
+    :func:`imgsim.approaches.autoencoder.contrastive.trainer` over the same encoder and decoder
+    (reconstructions plus the retrieval term). One Keras ``fit`` per epoch over that epoch's
+    batches (shuffled from ``(seed, epoch)``), a fixed-seed validation split, halving of the
+    learning rate on plateaus, and early stopping that keeps the best weights. After every epoch the weights, the optimizer's state and the policies'
     state are checkpointed atomically in ``out``'s sibling work directory ``.<name>.work``, so
     an interrupted run resumes where it stopped and ends with the same weights as an
     uninterrupted one. A checkpoint that is damaged, partly written, or from another
@@ -272,62 +279,71 @@ def train(
     order = rng.permutation(len(images))
     n_val = max(1, int(round(len(images) * config.validation_split)))
     val_x, train_x = images[order[:n_val]], images[order[n_val:]]
+    val_targets = val_x.astype(np.float32) / 255.0
     if config.mode is Mode.ROBUST:
         compositor = Compositor(train_x, config.seed, config.composite_scale)
         val_compositor = Compositor(val_x, config.seed, config.composite_scale, compositor.scenes)
 
-        def make_inputs(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return compositor.inputs(rows, rng, config.clean_fraction, config.box_fraction)
+        def make_batch(rows: np.ndarray, rng: np.random.Generator):
+            photos = compositor.inputs(rows, rng, config.clean_fraction, config.box_fraction)
+            return contrastive.inputs(train_x[rows], photos), contrastive.targets(train_x[rows])
 
-        val_inputs = val_compositor.inputs(np.arange(len(val_x)), np.random.default_rng([config.seed, 1]),
+        val_photos = val_compositor.inputs(np.arange(len(val_x)), np.random.default_rng([config.seed, 1]),
                                            config.clean_fraction, config.box_fraction)
+        validation = (contrastive.inputs(val_x, val_photos), contrastive.targets(val_x))
     else:
-        def make_inputs(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return train_x[rows]
+        def make_batch(rows: np.ndarray, rng: np.random.Generator):
+            return train_x[rows], train_x[rows].astype(np.float32) / 255.0
 
-        val_inputs = val_x
-    val_targets = val_x.astype(np.float32) / 255.0
+        validation = (val_x, val_targets)
 
     def fresh_model():
+        """``(autoencoder, the model fit trains)``: the same one for ``plain``."""
         keras.utils.set_random_seed(config.seed)  # the same initial weights in every run
         model, _, _ = build(config)
+        if config.mode is Mode.ROBUST:
+            return model, contrastive.trainer(model, config)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
-        return model
+        return model, model
 
-    model = fresh_model()
+    model, fitted = fresh_model()
+    monitor = f"val_{contrastive.STUDIO_OUT}_loss" if config.mode is Mode.ROBUST else "val_loss"
     resumed_from, discarded = None, None
     try:
-        restored = _load_checkpoint(work, model)
+        restored = _load_checkpoint(work, fitted)
     except CheckpointError as err:
         discarded = str(err)
         shutil.rmtree(work / CHECKPOINT, ignore_errors=True)
-        model, restored = fresh_model(), None  # as if the checkpoint never was
+        (model, fitted), restored = fresh_model(), None  # as if the checkpoint never was
     if restored is None:
-        state, best_weights = _TrainingState(learning_rate=config.learning_rate), model.get_weights()
+        state, best_weights = _TrainingState(learning_rate=config.learning_rate), fitted.get_weights()
     else:
         state, best_weights = restored
         resumed_from = state.epochs_done
 
     while state.epochs_done < config.epochs and not state.stopped_early:
         epoch = state.epochs_done
-        model.optimizer.learning_rate = state.learning_rate
+        fitted.optimizer.learning_rate = state.learning_rate
         shuffled = np.random.default_rng([config.seed, 0, epoch]).permutation(len(train_x))
-        batches = _Batches.make(train_x, shuffled, config.batch_size, make_inputs, (config.seed, 0, epoch))
-        history = model.fit(batches, validation_data=(val_inputs, val_targets), validation_batch_size=64,
-                            initial_epoch=epoch, epochs=epoch + 1, verbose=verbose, shuffle=False)
-        val_loss = float(history.history["val_loss"][-1])
+        batches = _Batches.make(shuffled, config.batch_size, make_batch, (config.seed, 0, epoch))
+        history = fitted.fit(batches, validation_data=validation, validation_batch_size=64,
+                             initial_epoch=epoch, epochs=epoch + 1, verbose=verbose, shuffle=False)
+        # A robust model stops on its studio reconstructions (what a user browses): its total
+        # validation loss carries the retrieval term over small batches, noisy enough to stop early.
+        val_loss = float(history.history[monitor][-1])
         if state.update(val_loss, config.patience):
-            best_weights = model.get_weights()
-        _save_checkpoint(work, model, state, best_weights)
+            best_weights = fitted.get_weights()
+        _save_checkpoint(work, fitted, state, best_weights)
         progress(state.epochs_done, config.epochs, f"epoch {state.epochs_done}: val_loss {val_loss:.4f}")
 
-    model.set_weights(best_weights)
+    fitted.set_weights(best_weights)
     recon = model.predict(val_x, batch_size=64, verbose=0)
     val_mse = float(((recon - val_targets) ** 2).mean())
-    photo_mse = None
+    photo_mse = photo_rank1 = None
     if config.mode is Mode.ROBUST:  # the studio image imagined from a phone photo, every input a photo
         photos = val_compositor.inputs(np.arange(len(val_x)), np.random.default_rng([config.seed, 3]), 0.0)
         photo_mse = float(((model.predict(photos, batch_size=64, verbose=0) - val_targets) ** 2).mean())
+        photo_rank1 = _photo_rank1(model, photos, val_x)
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -339,9 +355,11 @@ def train(
         "resumed_from_epoch": resumed_from,
         "checkpoint_discarded": discarded,
         "val_loss_history": state.history,
+        "val_loss_monitored": monitor,  # robust: the studio reconstructions' loss, not the total
         "val_mse": val_mse,
         "val_psnr": float(psnr(val_mse)),
         "val_photo_mse": photo_mse,
+        "val_photo_rank1": photo_rank1,
         "train_items": int(len(train_x)),
         "val_items": int(n_val),
         "catalog_fingerprint": catalog_fingerprint,
