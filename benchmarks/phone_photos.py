@@ -111,7 +111,7 @@ def make_photos(catalog: Catalog, labels: np.ndarray, n: int, seed: int, out: Pa
             portrait = rng.random() < 0.3
             shot = simulate_photo(np.dstack([product, (product_mask(product) * 255).astype(np.uint8)]),
                                   rng, size=size[::-1] if portrait else size, hard=tier == "hard",
-                                  distractor=other)
+                                  distractor=other, split="eval")
             im = Image.fromarray(shot.rgb)
             orientation = int(rng.choice([6, 8, 3])) if i % 2 == 1 else 1
             exif = Image.Exif()

@@ -113,8 +113,10 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
         ensure_ann(catalog, name, options.ann, log)
         done.append(name)
     from imgsim.calibration import calibrate
+    from imgsim.strengths import record
 
     calibrate(catalog, done, log=log)  # the no-good-match line of each store missing or stale one
+    record(catalog, done, log=log)  # what each approach is good at here, for the app to say
     return done
 
 
@@ -240,8 +242,10 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
         raise ValueError(f"`approach` must be one that learns ({', '.join(learners)}). Received: {approach!r}")
     approaches_mod.get(approach).retrain(catalog, options.settings_of(approach), log=log, progress=progress)
     from imgsim.calibration import calibrate
+    from imgsim.strengths import record
 
     calibrate(Catalog.load(catalog.root), (approach,), log=log)  # the retrained model needs its own line
+    record(Catalog.load(catalog.root), built_approaches(catalog), log=log)
 
 
 def built_approaches(catalog: Catalog) -> tuple[str, ...]:
