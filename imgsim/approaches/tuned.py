@@ -359,6 +359,7 @@ class Tuned(Approach):
                "seed": settings.seed, "photo_size": list(PHOTO_SIZE), "crops_per_photo": CROPS_PER_PHOTO,
                "fitted_items": int(len(studio)), "photographed_items": int(len(rows)),
                "held_out_items": int(len(ids) - len(eligible)),
+               "holdout_fingerprint": sha256_text(*sorted(settings.holdout)),
                "fitted_ids_fingerprint": sha256_text(*ids.tolist()),
                "photo_seconds": round(photographed - started, 3), "fit_seconds": round(seconds, 3)}
         save_projection(self.model_dir(catalog), head, noise, base, fit)
