@@ -89,9 +89,10 @@ def cross_validated_scores(features: np.ndarray, labels: np.ndarray, k: int, noi
     fold_of = np.random.default_rng(seed).permutation(len(labels)) % folds
     depth = max(k, curve_k)
     relevance, n_relevant = [], []
+    shared = fit_head(features, noise, dims=dims) if label_weight == 0 else None  # no labels: one fit
     for fold in range(folds):
         train = fold_of != fold
-        head = fit_head(features, noise, np.where(train, labels, ""), label_weight=label_weight, dims=dims)
+        head = shared or fit_head(features, noise, np.where(train, labels, ""), label_weight=label_weight, dims=dims)
         rel, n_rel = ranked_relevance(head.apply(features), labels, depth, queries=np.flatnonzero(~train))
         relevance.append(rel)
         n_relevant.append(n_rel)

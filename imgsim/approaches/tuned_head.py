@@ -110,7 +110,7 @@ def fit_head(studio: np.ndarray, noise: np.ndarray, labels: np.ndarray | None = 
         noise: ``(dim, dim)`` :func:`photo_noise`.
         labels: Optional ``(N,)`` labels; empty ones and labels of one item are ignored.
         label_weight: Weight of the label term (0 for none).
-        dims: Output dimensions (at most ``dim``).
+        dims: Output dimensions (at most ``dim``, and fewer than the items).
         ridge: Share of the noise's mean eigenvalue added to its diagonal.
 
     Returns:
@@ -127,17 +127,26 @@ def fit_head(studio: np.ndarray, noise: np.ndarray, labels: np.ndarray | None = 
     if label_weight < 0 or ridge <= 0 or dims < 1:
         raise ValueError(f"`label_weight` must be >= 0, `ridge` > 0 and `dims` >= 1. Received: "
                          f"label_weight={label_weight}, ridge={ridge}, dims={dims}")
-    dim = studio.shape[1]
     centre = studio.mean(axis=0)
-    signal = np.cov(studio, rowvar=False, bias=True).reshape(dim, dim)
+    centred = studio - centre
     within = np.array(noise, np.float64)
     spread = label_spread(studio, labels) if label_weight > 0 else None
     if spread is not None:
         within = within + label_weight * spread
+    basis = None
+    if len(studio) <= studio.shape[1]:
+        # Fewer items than dimensions: the items span a subspace, and directions outside it
+        # separate nothing; solving inside it (as Fisherfaces do) is exact there and far cheaper.
+        u, sv, _ = np.linalg.svd(centred.T, full_matrices=False)
+        basis = u[:, sv > sv[0] * 1e-6] if sv[0] > 0 else u[:, :1]
+        centred, within = centred @ basis, basis.T @ within @ basis
+    dim = centred.shape[1]
+    signal = centred.T @ centred / len(centred)
     within += (ridge * max(np.trace(within) / dim, 1e-12)) * np.eye(dim)
     out = min(int(dims), dim)
     _, vectors = eigh(signal, within, subset_by_index=(dim - out, dim - 1))
-    matrix = vectors[:, ::-1].astype(np.float32)  # strongest first
+    matrix = vectors[:, ::-1]  # strongest first
+    matrix = (basis @ matrix if basis is not None else matrix).astype(np.float32)
     return Projection(matrix, (centre @ matrix).astype(np.float32))
 
 
