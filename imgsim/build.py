@@ -37,14 +37,14 @@ class BuildOptions:
 
     Attributes:
         approaches: Names from :data:`imgsim.approaches.APPROACHES`; ``None`` (the default) means
-            every approach that applies to the catalogue (``tuned`` is skipped, with a message,
-            when nothing repeats to tune on). Dependencies are added (``tuned`` needs
+            every approach that applies to the catalogue (one that cannot is skipped, with a
+            message). Dependencies are added (``tuned`` needs
             ``pretrained``).
         settings: Per approach, by name, its settings (an instance of the approach's
             ``settings_type``, e.g. ``{"autoencoder": AutoencoderConfig(epochs=5)}``); an
             approach not named here gets its ``default_settings``.
         labels: Labels CSV for folder sources.
-        label_column: Column copied into ``label`` (and fitted on by ``tuned`` by default).
+        label_column: Column copied into ``label`` (and pulled together by ``tuned`` by default).
         download: Download settings for CSV sources.
         ann: ``auto`` gives a store an approximate (HNSW) index beside its exact matrix once it
             has :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows; ``always`` and ``never`` force it;
@@ -232,7 +232,7 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
     """Retrains a learning approach on the catalogue as it is now, then re-indexes it.
 
     Adding and removing items never retrains (new items are embedded with the model as it is);
-    this is the on-demand step: the autoencoder is trained again, the tuned projection refitted.
+    this is the on-demand step: the autoencoder is trained again, the tuned head refitted.
 
     Raises:
         ValueError: ``approach`` learns nothing (``pretrained``).
