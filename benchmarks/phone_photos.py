@@ -371,7 +371,7 @@ def run_approaches(catalog: Catalog, names: list[str], photos: list[Photo], labe
             continue
         out[approach] = {"label": engine.label(approach),
                          "catalog_p@10": evaluation[approach][f"precision@{k}"], "runs": {}}
-        for regions in (True, False):
+        for regions in (None, False):  # None: regions where the approach has them (else its own query)
             engine.search(blobs[0], approach, k, regions=regions)  # warm: the first call traces the model
             started, results, seconds = time.perf_counter(), [], []
             for data in blobs:
@@ -382,7 +382,7 @@ def run_approaches(catalog: Catalog, names: list[str], photos: list[Photo], labe
             numbers.update(latency_p50_ms=float(np.percentile(seconds, 50) * 1000),
                            latency_p95_ms=float(np.percentile(seconds, 95) * 1000),
                            seconds=round(time.perf_counter() - started, 1), loadavg=(loadavg() or [None])[0])
-            out[approach]["runs"]["regions" if regions else "whole photo"] = numbers
+            out[approach]["runs"]["regions" if regions is None else "whole photo"] = numbers
             print(f"{approach} regions={regions}: {json.dumps(numbers)}", file=sys.stderr)
     engine.close()
     return out

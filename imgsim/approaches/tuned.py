@@ -29,6 +29,7 @@ from imgsim.approaches.tuned_head import (
     CROPS_PER_PHOTO,
     DEFAULT_DIMS,
     DEFAULT_LABEL_WEIGHT,
+    DEFAULT_RIDGE,
     PHOTO_SIZE,
     Projection,
     fit_head,
@@ -355,7 +356,7 @@ class Tuned(Approach):
         head = fit_head(studio, noise, labels, label_weight=settings.label_weight, dims=settings.dims)
         seconds = time.perf_counter() - started
         fit = {"label_column": column, "requested_label_column": settings.label_column,
-               "label_weight": settings.label_weight, "requested_dims": settings.dims,
+               "label_weight": settings.label_weight, "requested_dims": settings.dims, "ridge": DEFAULT_RIDGE,
                "train_items_limit": settings.train_items, "photos_per_item": settings.photos_per_item,
                "seed": settings.seed, "photo_size": list(PHOTO_SIZE), "crops_per_photo": CROPS_PER_PHOTO,
                "fitted_items": int(len(studio)), "photographed_items": int(len(rows)),
