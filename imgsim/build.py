@@ -116,7 +116,7 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
     from imgsim.strengths import record
 
     calibrate(catalog, done, log=log)  # the no-good-match line of each store missing or stale one
-    record(catalog, done, log=log)  # what each approach is good at here, for the app to say
+    record(catalog, log=log)  # what each approach is good at here, for the app to say
     return done
 
 
@@ -245,7 +245,7 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
     from imgsim.strengths import record
 
     calibrate(Catalog.load(catalog.root), (approach,), log=log)  # the retrained model needs its own line
-    record(Catalog.load(catalog.root), built_approaches(catalog), log=log)
+    record(Catalog.load(catalog.root), log=log)
 
 
 def built_approaches(catalog: Catalog) -> tuple[str, ...]:

@@ -51,12 +51,14 @@ def _stores(engine, approaches: Iterable[str]) -> dict[str, Any]:
     return {a: engine.store(a).manifest.get("fingerprint") for a in approaches}
 
 
-def record(catalog, approaches: Iterable[str], *, log: Callable[[str], None] = lambda message: None) -> dict | None:
-    """Scores every built approach by the catalogue's labels and saves the report, unless current.
+def record(catalog, *, log: Callable[[str], None] = lambda message: None) -> dict | None:
+    """Scores every approach the catalogue has by its labels and saves the report, unless current.
+
+    Every store is scored, not only those a build just made, so a build of some approaches
+    keeps the others in the report.
 
     Args:
         catalog: The :class:`imgsim.ingest.catalog.Catalog`.
-        approaches: The approaches built.
         log: Receives one line when a report is written.
 
     Returns:
@@ -70,7 +72,7 @@ def record(catalog, approaches: Iterable[str], *, log: Callable[[str], None] = l
         return None
     engine = Engine(catalog)
     try:
-        built = [a for a in approaches if a in engine.approaches()]
+        built = engine.approaches()
         if not built:
             return None
         expect = {"label_column": column, "stores": _stores(engine, built)}
