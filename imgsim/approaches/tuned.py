@@ -54,9 +54,12 @@ FORMAT_VERSION = 2
 METHOD = "item-discriminant-phonesim"
 #: Items photographed for the fit, at most (a seeded sample of the catalogue beyond this). A
 #: photo costs about 86 ms of CPU (simulated at 640x480, two crops embedded by Lite0), so 2,000
-#: items x 2 photos is about 6 CPU-minutes, about 3 minutes on 2 cores, whatever the catalogue's size.
+#: items x 1 photo is about 3 CPU-minutes, under 2 minutes on 2 cores, whatever the catalogue's size.
 DEFAULT_TRAIN_ITEMS = 2000
-DEFAULT_PHOTOS_PER_ITEM = 2
+#: One photo per item: on benchmarks/phone_photos.py two gave the same standard tier (0.79 / 0.97 /
+#: 0.64 against 0.79 / 0.96 / 0.65) and a little more on the hard tier (ranked 1st 0.37 against 0.33),
+#: for twice the cost.
+DEFAULT_PHOTOS_PER_ITEM = 1
 __all__ = ["TUNED", "Projection", "Tuned", "TunedExtractor", "TunedSettings", "cross_validated_scores",
            "fit_head", "save_projection", "usable_labels"]
 
