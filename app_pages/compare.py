@@ -5,6 +5,7 @@ import streamlit as st
 
 from app_support import query as q
 from app_support import state, widgets
+from app_support.engine import strengths
 from app_support.sidebar import current_engine
 from app_support.text import plain
 
@@ -45,8 +46,10 @@ if engine is not None:
                  .format("{:.2f}", subset=[c for c in (f"precision@{k}",) if label]))
         # One tab per approach: side-by-side columns stack into one 12,000 px column on a phone.
         tabs = st.tabs([result.label for result in results.values()])
+        said = strengths(str(engine.catalog.root), engine.version)
         for tab, (approach, result) in zip(tabs, results.items()):
             with tab:
+                st.caption(plain(said.get(approach, "")))
                 line = f"{result.seconds * 1000:.0f} ms"
                 if label:
                     line += (f" · precision@{k} for label “{plain(label)}”: "

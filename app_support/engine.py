@@ -66,6 +66,12 @@ def evaluation(path: str, version: str, label_column: str) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def strengths(path: str, version: str) -> dict[str, str]:
+    """What each approach was measured to be good at on the catalogue (cached per catalogue state)."""
+    return engine_for(Path(path)).strengths()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def embedding_map(path: str, version: str, approach: str) -> pd.DataFrame:
     """A 2-D map of the catalogue in one approach's space (cached per catalogue state)."""
     return engine_for(Path(path)).embedding_map(approach)
@@ -73,7 +79,7 @@ def embedding_map(path: str, version: str, approach: str) -> pd.DataFrame:
 
 STAGE_LABELS = {"ingest": "Importing images", "pretrained": "Indexing with the pretrained CNN",
                 "decode": "Preparing training images", "train": "Training the autoencoder",
-                "autoencoder": "Indexing with the autoencoder", "tuned": "Tuning on the labels"}
+                "autoencoder": "Indexing with the autoencoder", "tuned": "Tuning on photos of the products"}
 
 
 def progress_text(stage: str, done: int, total: int, message: str) -> str:

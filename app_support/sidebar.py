@@ -10,7 +10,7 @@ import streamlit as st
 
 import imgsim
 from app_support import edit_rights, state
-from app_support.engine import build_with_progress, engine_for
+from app_support.engine import build_with_progress, engine_for, strengths
 from app_support.text import plain
 from app_support.uploads import public_message
 
@@ -59,9 +59,11 @@ def sidebar_search_options(engine: imgsim.Engine) -> None:
     else:
         if st.session_state.get(state.APPROACH) not in available:
             st.session_state[state.APPROACH] = available[0]
+        said = strengths(str(engine.catalog.root), engine.version)
+        notes = "\n\n".join(f"**{plain(engine.label(a))}**: {plain(said.get(a, ''))}" for a in available)
         st.sidebar.radio("Approach", available, format_func=engine.label,
                          **state.remembered(state.APPROACH, available[0]),
-                         help="Used on the Search page; Compare shows them all.")
+                         help=f"Used on the Search page; Compare shows them all.\n\n{notes}")
     st.sidebar.slider("Results (k)", 1, MAX_K, **state.remembered(state.K, state.DEFAULT_K))
     st.sidebar.toggle("Find the product in the photo", **state.remembered(state.REGIONS, True),
                       help="Region search: the photo's regions and an automatic product box are searched "

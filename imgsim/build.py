@@ -46,14 +46,14 @@ class BuildOptions:
 
     Attributes:
         approaches: Names from :data:`imgsim.approaches.APPROACHES`; ``None`` (the default) means
-            every approach that applies to the catalogue (``tuned`` is skipped, with a message,
-            when nothing repeats to tune on). Dependencies are added (``tuned`` needs
+            every approach that applies to the catalogue (one that cannot is skipped, with a
+            message). Dependencies are added (``tuned`` needs
             ``pretrained``).
         settings: Per approach, by name, its settings (an instance of the approach's
             ``settings_type``, e.g. ``{"autoencoder": AutoencoderConfig(epochs=5)}``); an
             approach not named here gets its ``default_settings``.
         labels: Labels CSV for folder sources.
-        label_column: Column copied into ``label`` (and fitted on by ``tuned`` by default).
+        label_column: Column copied into ``label`` (and pulled together by ``tuned`` by default).
         download: Download settings for CSV sources.
         ann: ``auto`` gives a store an approximate index beside its exact matrix once it has
             :attr:`imgsim.index.hnsw.AnnConfig.min_rows` rows (HNSW, or IVF-PQ from
@@ -123,8 +123,10 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
         ensure_ann(catalog, name, options.ann, log)
         done.append(name)
     from imgsim.calibration import calibrate
+    from imgsim.strengths import record
 
     calibrate(catalog, done, log=log)  # the no-good-match line of each store missing or stale one
+    record(catalog, log=log)  # what each approach is good at here, for the app to say
     return done
 
 
@@ -257,7 +259,7 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
     """Retrains a learning approach on the catalogue as it is now, then re-indexes it.
 
     Adding and removing items never retrains (new items are embedded with the model as it is);
-    this is the on-demand step: the autoencoder is trained again, the tuned projection refitted.
+    this is the on-demand step: the autoencoder is trained again, the tuned head refitted.
 
     Raises:
         ValueError: ``approach`` learns nothing (``pretrained``).
@@ -267,8 +269,10 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
         raise ValueError(f"`approach` must be one that learns ({', '.join(learners)}). Received: {approach!r}")
     approaches_mod.get(approach).retrain(catalog, options.settings_of(approach), log=log, progress=progress)
     from imgsim.calibration import calibrate
+    from imgsim.strengths import record
 
     calibrate(Catalog.load(catalog.root), (approach,), log=log)  # the retrained model needs its own line
+    record(Catalog.load(catalog.root), log=log)
 
 
 def built_approaches(catalog: Catalog) -> tuple[str, ...]:

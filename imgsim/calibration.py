@@ -50,6 +50,9 @@ MIN_ITEMS = 20
 #: Size of the calibration photos (width, height).
 PHOTO_SIZE = (640, 480)
 NEGATIVE_QUANTILE, POSITIVE_QUANTILE = 0.95, 0.05
+#: Own photos are searched this deep: ``positives`` records how often the product came first and
+#: how often it was in the top ``RECALL_K``.
+RECALL_K = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +65,9 @@ class MatchThreshold:
             good match.
         metric: The store's metric the score is in (``cosine`` or ``euclidean``).
         model: The store's model identity (``model``, ``fingerprint``, ``options``).
-        positives: Count and quantiles of the catalogue's own photos' best scores, and the share
-            the line flags.
+        positives: Count and quantiles of the catalogue's own photos' best scores, the share
+            the line flags, and (lines fitted since it was recorded) the shares of those photos
+            whose product came first (``found_first``) and was in the top 10 (``found_in_top10``).
         negatives: The same for the unrelated photos.
     """
 
@@ -168,13 +172,17 @@ def calibration_photos(load_rgb: Callable[[int], np.ndarray], n_items: int, seed
 
     rng = np.random.default_rng(seed)
     half = max(1, photos // 2)
-    rows = rng.permutation(np.resize(np.arange(n_items), max(half, n_items)))[:half]
     own = []
-    for row in rows:
+    for row in _own_rows(rng, n_items, half):
         product = load_rgb(int(row))
         rgba = np.dstack([product, (product_mask(product) * 255).astype(np.uint8)])
-        own.append(simulate_photo(rgba, rng, size=size).rgb)
+        own.append(simulate_photo(rgba, rng, size=size, split="eval").rgb)
     return own, [unrelated_photo(rng, i, size) for i in range(half)]
+
+
+def _own_rows(rng: np.random.Generator, n_items: int, half: int) -> np.ndarray:
+    """The rows photographed by :func:`calibration_photos` (its generator's first draw)."""
+    return rng.permutation(np.resize(np.arange(n_items), max(half, n_items)))[:half]
 
 
 def unrelated_photo(rng: np.random.Generator, i: int, size: tuple[int, int] = PHOTO_SIZE) -> np.ndarray:
@@ -234,17 +242,27 @@ def calibrate(catalog, approaches: Iterable[str], *, photos: int = PHOTOS, seed:
         if not todo:
             return {}
         own, unrelated = calibration_photos(lambda r: catalog.load_square(r, 224), len(catalog.ok), seed, photos)
+        # Own photos are searched to k=10, so the line also records how often each approach
+        # finds the photographed product (what the app tells a shopper each approach is for).
+        own_ids = catalog.ok["id"].to_numpy()[_own_rows(np.random.default_rng(seed), len(catalog.ok), len(own))]
         best: dict[str, list[list[float]]] = {a: [[], []] for a in todo}
+        ranks: dict[str, list[int]] = {a: [] for a in todo}
         for kind, group in enumerate((own, unrelated)):
-            for rgb in group:
+            for i, rgb in enumerate(group):
                 for approach in todo:
-                    result = engine.search(rgb, approach, 1)
+                    result = engine.search(rgb, approach, RECALL_K if kind == 0 else 1)
                     best[approach][kind].append(float(result.items["score"].iloc[0]))
+                    if kind == 0:
+                        found = np.flatnonzero(result.items["id"].to_numpy() == own_ids[i])
+                        ranks[approach].append(int(found[0]) if len(found) else RECALL_K)
         fitted = {}
         for approach in todo:
             manifest = engine.store(approach).manifest
             line = fit_threshold(approach, best[approach][0], best[approach][1], manifest.get("metric", "cosine"),
                                  model_identity(manifest))
+            rank = np.asarray(ranks[approach])
+            line = dataclasses.replace(line, positives={**line.positives, "found_first": round(float(np.mean(rank == 0)), 4),
+                                                        f"found_in_top{RECALL_K}": round(float(np.mean(rank < RECALL_K)), 4)})
             save_threshold(layout.match_dir(catalog.root, approach), line)
             log(f"{approach}: no-good-match line {line.score:.4f} from {len(own)} own and {len(unrelated)} "
                 f"unrelated photos (flags {line.positives['flagged']:.0%} of own, "

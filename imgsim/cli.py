@@ -283,7 +283,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_source_args(p)
     p.add_argument("--approaches", default="all",
                    help=f"comma-separated subset of {', '.join(approaches_mod.names())}, or 'all' (default: "
-                        "every approach that applies; tuned needs labels or categories that repeat)")
+                        "every approach that applies)")
     p.add_argument("--extractor", default=DEFAULT_EXTRACTOR, choices=EXTRACTORS,
                    help=f"pretrained CNN (default {DEFAULT_EXTRACTOR}; lite1/lite2 need their pip packages, "
                         "vgg16_fc1 needs its weights file in ~/.keras/models)")
@@ -340,7 +340,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("catalog", help="catalogue directory or name")
     p.add_argument("--approach", choices=approaches_mod.learners(), default=approaches_mod.learners()[0],
                    help=f"what to retrain (default {approaches_mod.learners()[0]})")
-    p.add_argument("--label-column", help="for tuned: the column to fit on (default label, else category)")
+    p.add_argument("--label-column", help="for tuned: the column whose items are pulled together (default label, else category, else none)")
     _add_autoencoder_args(p)
     p.set_defaults(func=cmd_train)
 

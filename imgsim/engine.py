@@ -273,3 +273,10 @@ class Engine:
             "map@k", ["curve"]}}``.
         """
         return self._views.evaluate(label_column, k, approaches=approaches, curve_k=curve_k)
+
+    def strengths(self) -> dict[str, str]:
+        """What each approach was measured to be good at on this catalogue, one plain sentence each
+        (see :func:`imgsim.strengths.describe`)."""
+        from imgsim.strengths import describe
+
+        return describe(self)

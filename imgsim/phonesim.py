@@ -33,6 +33,13 @@ SAMPLE_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistr
 BACKGROUND_TOLERANCE = 6
 _SAMPLE_SIDE = 384
 _samples: list[np.ndarray] | None = None
+#: Which scenes a photo may be set in: ``all``; ``train`` (the sample photos at even positions of
+#: :data:`SAMPLE_NAMES`, for photos a model learns from) or ``eval`` (those at odd positions, for
+#: benchmarks), so a model is never scored on a background it was trained on.
+SPLITS = ("all", "train", "eval")
+#: The first entropy word of :func:`training_rng`; benchmarks and calibration seed with plain
+#: integers, so their streams never meet a training stream.
+TRAIN_SEED_SPACE = 0x7E57_7A1D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +133,27 @@ def _load_samples() -> list[np.ndarray]:
     return _samples
 
 
+def _split_samples(split: str) -> list[np.ndarray]:
+    """The sample photos a split may use as scenes (see :data:`SPLITS`)."""
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {', '.join(SPLITS)}. Received: split={split!r}")
+    samples = _load_samples()
+    return samples if split == "all" else samples[0::2] if split == "train" else samples[1::2]
+
+
+def training_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A generator for photos a model is trained on, from a seed space of its own.
+
+    Args:
+        seed: The training run's seed.
+        keys: Further integers (an item's row, a photo's number) that pick the stream.
+
+    Returns:
+        A generator whose stream no ``np.random.default_rng(int)`` (a benchmark's) shares.
+    """
+    return np.random.default_rng([TRAIN_SEED_SPACE, int(seed), *(int(k) for k in keys)])
+
+
 def _smooth_noise(rng: np.random.Generator, w: int, h: int, cells: int, channels: int = 1) -> np.ndarray:
     """Low-frequency noise in [0, 1] of shape (h, w, channels): a tiny random grid upsampled."""
     grid = (rng.random((cells, cells, channels)) * 255).astype(np.uint8)
@@ -151,7 +179,7 @@ def _colour(rng: np.random.Generator, lo: float = 0.15, hi: float = 0.9) -> np.n
     return np.clip(base + rng.normal(0, 0.15, 3), 0.02, 0.98).astype(np.float32)
 
 
-def make_scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+def make_scene(rng: np.random.Generator, size: tuple[int, int], split: str = "all") -> np.ndarray:
     """A background for a phone photo: a wall, a texture, a cluttered desk or a blurred photo.
 
     Every scene is lit by a lamp whose light falls off across the frame.
@@ -159,12 +187,13 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     Args:
         rng: The random generator (the scene is a function of its state).
         size: ``(width, height)`` in pixels.
+        split: Which sample photos a blurred-photo scene may use (see :data:`SPLITS`).
 
     Returns:
         ``uint8`` array of shape ``(height, width, 3)``.
     """
     w, h = _check_size(size)
-    samples = _load_samples()
+    samples = _split_samples(split)
     kinds = ["wall", "texture", "clutter"] + (["photo", "photo"] if samples else [])
     kind = kinds[rng.integers(len(kinds))]
     if kind == "photo":
@@ -330,7 +359,7 @@ def _free_spot(rng: np.random.Generator, frame: tuple[int, int], size: tuple[int
 def simulate_photo(product: np.ndarray, rng: np.random.Generator, *,
                    size: tuple[int, int] = (4000, 3000), hard: bool = False,
                    scene: np.ndarray | None = None,
-                   distractor: np.ndarray | None = None) -> SimulatedPhoto:
+                   distractor: np.ndarray | None = None, split: str = "all") -> SimulatedPhoto:
     """A phone photo of a catalogue product placed in a scene.
 
     The product (cut from its white background) covers 35-65% of the frame along its longer
@@ -350,6 +379,8 @@ def simulate_photo(product: np.ndarray, rng: np.random.Generator, *,
             :func:`make_scene` otherwise.
         distractor: The hard tier's second object (another product's studio shot); a
             procedural object otherwise.
+        split: The scenes it may be set in (see :data:`SPLITS`): ``train`` for photos a model
+            learns from, ``eval`` for the photos it is scored on.
 
     Returns:
         :class:`SimulatedPhoto` with ``rgb`` of shape ``(height, width, 3)`` and the product's
@@ -363,7 +394,7 @@ def simulate_photo(product: np.ndarray, rng: np.random.Generator, *,
     shrink = min(1.0, WORK_SIDE / max(width, height))
     w, h = max(8, round(width * shrink)), max(8, round(height * shrink))
     if scene is None:
-        canvas = make_scene(rng, (w, h)).astype(np.float32) / 255.0
+        canvas = make_scene(rng, (w, h), split).astype(np.float32) / 255.0
     else:
         scene = _check_rgb(scene, "scene")
         canvas = np.asarray(Image.fromarray(scene).resize((w, h), Image.Resampling.BILINEAR),

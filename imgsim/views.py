@@ -195,5 +195,6 @@ class Views:
 
         for approach in approaches or self.loader.approaches():
             metric = self.loader.store(approach).manifest.get("metric", "cosine")
-            report[approach] = approaches_mod.get(approach).evaluate(embeddings_of, labels, k, metric, curve_k)
+            report[approach] = approaches_mod.get(approach).evaluate(
+                embeddings_of, labels, k, metric, curve_k, model_of=lambda a=approach: self.loader.model(a))
         return report

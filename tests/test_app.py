@@ -203,6 +203,10 @@ def test_compare_page_shows_a_tab_per_approach_with_shared_results_marked(app):
     assert any("precision@8" in m.value for m in app.markdown)
     shared = re.search(r"\*\*(\d+) of 8\*\*", " ".join(m.value for m in app.markdown))
     assert shared and sum("● shared" in c.value for c in app.caption) == 2 * int(shared.group(1))
+    # each tab and the approach picker's help say what the approach was measured to be good at here
+    said = [c.value for c in app.caption if "of the first 10 results have the same label" in c.value]
+    assert len(said) == 2
+    assert "of the first 10 results have the same label" in app.sidebar.radio[0].help
 
 
 def test_reconstructions_modes(app):

@@ -44,14 +44,17 @@ def autoencoder(variant):
 
 def tuned(tmp_path, catalog):
     from imgsim.approaches.features import load_extractor
-    from imgsim.approaches.tuned import TunedExtractor, fit_projection, save_projection
+    from imgsim.approaches.tuned import TunedExtractor, fit_head, save_projection
+    from imgsim.approaches.tuned_head import photo_noise, training_views
     from imgsim.storage.stores import iter_batches
 
     base = load_extractor("efficientnet_lite0")
     features = np.concatenate([base.embed(b) for b in iter_batches(catalog.thumb_paths(), 224, 16)])
-    labels = catalog.ok["category"].to_numpy()
-    save_projection(tmp_path / "tuned", fit_projection(features, labels), base, "category",
-                    catalog.ok["id"].tolist(), 0.0)
+    rows = np.arange(len(features))
+    views, owners = training_views(lambda r: catalog.load_square(r, 256), rows, base.embed, 224, 1)
+    noise = photo_noise(views, owners, features)
+    head = fit_head(features, noise, catalog.ok["category"].to_numpy(), dims=16)
+    save_projection(tmp_path / "tuned", head, noise, base, {"label_column": "category", "fitted_items": len(rows)})
     return TunedExtractor.load(tmp_path / "tuned", base), lambda: TunedExtractor.load(tmp_path / "tuned", base), True
 
 
@@ -102,7 +105,7 @@ def example_settings(name):
     from imgsim.build import BuildOptions
 
     known = {"autoencoder": AutoencoderConfig(image_size=16, latent_dim=8, epochs=2),  # as built_catalog's
-             "tuned": TunedSettings(label_column="category")}
+             "tuned": TunedSettings(label_column="category", photos_per_item=1)}
     return known.get(name) or approaches_mod.get(name).default_settings(BuildOptions())
 
 

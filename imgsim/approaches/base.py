@@ -208,7 +208,7 @@ class Approach:
         return vectors
 
     def evaluate(self, embeddings_of: Callable[[str], np.ndarray], labels: np.ndarray, k: int,
-                 metric: str, curve_k: int = 0) -> dict[str, Any]:
+                 metric: str, curve_k: int = 0, model_of: Callable[[], Any] | None = None) -> dict[str, Any]:
         """Leave-one-out retrieval scores of this approach's store (see :mod:`imgsim.evaluate`).
 
         Args:
@@ -217,6 +217,7 @@ class Approach:
             k: Depth.
             metric: The store's metric.
             curve_k: Also return precision@1..curve_k.
+            model_of: Gives this approach's loaded model, for an evaluation that refits part of it.
         """
         from imgsim.evaluate import evaluate_embeddings
 
