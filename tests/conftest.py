@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MYNTRA = REPO.parent / "shared" / "data" / "myntra_eval"
 
 # One cache for the whole run, so Lite0's weights are converted once; per-test data dirs.
-_CACHE = Path(os.environ.get("IMGSIM_TEST_CACHE", REPO / ".pytest_cache" / "imgsim-cache"))
+_CACHE = Path(os.environ.get("IMGSIM_TEST_CACHE") or REPO / ".pytest_cache" / "imgsim-cache")
 os.environ["IMGSIM_CACHE_DIR"] = str(_CACHE)
 
 
