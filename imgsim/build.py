@@ -123,10 +123,9 @@ def build_approaches(catalog: Catalog, options: BuildOptions = BuildOptions(), *
         ensure_ann(catalog, name, options.ann, log)
         done.append(name)
     from imgsim.calibration import calibrate
-    from imgsim.strengths import record
 
     calibrate(catalog, done, log=log)  # the no-good-match line of each store missing or stale one
-    record(catalog, log=log)  # what each approach is good at here, for the app to say
+    _record_strengths(catalog, log)  # what each approach is good at here, for the app to say
     return done
 
 
@@ -269,10 +268,21 @@ def retrain(catalog: Catalog, approach: str, options: BuildOptions = BuildOption
         raise ValueError(f"`approach` must be one that learns ({', '.join(learners)}). Received: {approach!r}")
     approaches_mod.get(approach).retrain(catalog, options.settings_of(approach), log=log, progress=progress)
     from imgsim.calibration import calibrate
-    from imgsim.strengths import record
 
     calibrate(Catalog.load(catalog.root), (approach,), log=log)  # the retrained model needs its own line
-    record(Catalog.load(catalog.root), log=log)
+    _record_strengths(Catalog.load(catalog.root), log)
+
+
+def _record_strengths(catalog: Catalog, log: Callable[[str], None]) -> None:
+    """Saves the evaluation report the app's approach descriptions read (:func:`imgsim.strengths.record`)."""
+    from imgsim.engine import Engine
+    from imgsim.strengths import record
+
+    engine = Engine(catalog)
+    try:
+        record(engine, log=log)
+    finally:
+        engine.close()
 
 
 def built_approaches(catalog: Catalog) -> tuple[str, ...]:

@@ -51,48 +51,44 @@ def _stores(engine, approaches: Iterable[str]) -> dict[str, Any]:
     return {a: engine.store(a).manifest.get("fingerprint") for a in approaches}
 
 
-def record(catalog, *, log: Callable[[str], None] = lambda message: None) -> dict | None:
+def record(engine, *, log: Callable[[str], None] = lambda message: None) -> dict | None:
     """Scores every approach the catalogue has by its labels and saves the report, unless current.
 
     Every store is scored, not only those a build just made, so a build of some approaches
     keeps the others in the report.
 
     Args:
-        catalog: The :class:`imgsim.ingest.catalog.Catalog`.
+        engine: An :class:`imgsim.engine.Engine` over the catalogue (the caller opens and closes
+            it: this module is below the engine and never imports it).
         log: Receives one line when a report is written.
 
     Returns:
         The report (see :meth:`imgsim.engine.Engine.evaluate`), or None where the catalogue has
         nothing to score by.
     """
-    from imgsim.engine import Engine
-
+    catalog = engine.catalog
     column = _column(catalog)
     if column is None:
         return None
-    engine = Engine(catalog)
+    built = engine.approaches()
+    if not built:
+        return None
+    expect = {"label_column": column, "stores": _stores(engine, built)}
+    root = layout.model_dir(catalog.root, NAME)
     try:
-        built = engine.approaches()
-        if not built:
-            return None
-        expect = {"label_column": column, "stores": _stores(engine, built)}
-        root = layout.model_dir(catalog.root, NAME)
-        try:
-            load_artifact(root, KIND, FORMAT_VERSION, expect=expect)
-            return json.loads((root / REPORT_FILE).read_text("utf-8"))
-        except ArtifactError:
-            pass
-        report = engine.evaluate(column, K, approaches=built)
+        load_artifact(root, KIND, FORMAT_VERSION, expect=expect)
+        return json.loads((root / REPORT_FILE).read_text("utf-8"))
+    except ArtifactError:
+        pass
+    report = engine.evaluate(column, K, approaches=built)
 
-        def write(tmp: Path) -> None:
-            (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    def write(tmp: Path) -> None:
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", "utf-8")
 
-        write_artifact(root, {"kind": KIND, "format_version": FORMAT_VERSION, **expect}, write)
-        log("evaluation: " + ", ".join(f"{a} P@{K} {report[a][f'precision@{K}']:.3f}" for a in built)
-            + f" by {column!r}")
-        return report
-    finally:
-        engine.close()
+    write_artifact(root, {"kind": KIND, "format_version": FORMAT_VERSION, **expect}, write)
+    log("evaluation: " + ", ".join(f"{a} P@{K} {report[a][f'precision@{K}']:.3f}" for a in built)
+        + f" by {column!r}")
+    return report
 
 
 def saved_report(engine) -> dict | None:

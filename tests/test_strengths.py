@@ -43,11 +43,11 @@ def test_the_build_records_a_report_valid_for_the_stores_it_scored(built_catalog
     shutil.copytree(built_catalog, root, symlinks=True)
     saved = json.loads((root / "models" / "evaluation" / "report.json").read_text())  # the build wrote it
     lines = []
-    report = strengths.record(Catalog.load(root), log=lines.append)
+    report = strengths.record(Engine.open(root), log=lines.append)
     assert report == saved and not lines  # current: not scored again
     assert report["label_column"] == "label" and 0 <= report["pretrained"]["precision@10"] <= 1
     (root / "models" / "evaluation").unlink()  # the link to the current version: now there is none
-    assert strengths.record(Catalog.load(root), log=lines.append) == report
+    assert strengths.record(Engine.open(root), log=lines.append) == report
     assert lines[0].startswith("evaluation: pretrained P@10")
     engine = Engine.open(root)
     assert strengths.saved_report(engine) == report
