@@ -1,4 +1,4 @@
-"""Every "k nearest rows" answer behind one protocol: exact, HNSW and Milvus.
+"""Every "k nearest rows" answer behind one protocol: exact, IVF-PQ, HNSW and Milvus.
 
 :class:`SearchBackend` is the protocol (search, region search, describe, close), :class:`Filter`
 the one filter value every backend takes, :class:`Hits` the one answer. The factory

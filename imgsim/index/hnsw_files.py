@@ -110,18 +110,7 @@ def load(directory: str | os.PathLike, embeddings: np.ndarray | None, *,
     directory = Path(directory)
     manifest = read_manifest(directory, KIND)
     rebuild = "rebuild it with AnnIndex.build"
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("library") != LIBRARY:
-        raise AnnMismatchError(
-            f"ANN index {directory} has format {manifest.get('format_version')} by "
-            f"{manifest.get('library')}; expected format {FORMAT_VERSION} by {LIBRARY}; {rebuild}")
-    shape = tuple(getattr(embeddings, "shape", ()))
-    if embeddings is not None and shape != (manifest.get("count"), manifest.get("dim")):
-        raise AnnMismatchError(
-            f"ANN index {directory} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
-            f"but the embeddings have shape {shape}; {rebuild}")
-    if embeddings is not None and embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
-        raise AnnMismatchError(
-            f"ANN index {directory} was built for other embeddings of the same shape {shape}; {rebuild}")
+    check_manifest(manifest, f"ANN index {directory}", FORMAT_VERSION, embeddings, rebuild)
     try:
         # "kind" was always "hnsw" and is no longer a setting; older indexes still record it.
         config = AnnConfig(**{k: v for k, v in manifest["config"].items() if k != "kind"})
@@ -147,3 +136,29 @@ def load(directory: str | os.PathLike, embeddings: np.ndarray | None, *,
             "build_id": manifest.get("build_id")}
 
 
+def check_manifest(manifest: dict[str, Any], what: str, format_version: int, embeddings: np.ndarray | None,
+                   rebuild: str) -> None:
+    """Refuses a saved FAISS index of another format or library, or one built for other embeddings.
+
+    Args:
+        manifest: The index's manifest.
+        what: The index in words, with its directory (starts each message).
+        format_version: The format this code reads.
+        embeddings: The store's matrix now, or None to skip the embeddings checks.
+        rebuild: What to do about it (ends each message).
+
+    Raises:
+        AnnMismatchError: Saying which, and ``rebuild``.
+    """
+    if manifest.get("format_version") != format_version or manifest.get("library") != LIBRARY:
+        raise AnnMismatchError(
+            f"{what} has format {manifest.get('format_version')} by {manifest.get('library')}; "
+            f"expected format {format_version} by {LIBRARY}; {rebuild}")
+    if embeddings is None:
+        return
+    shape = tuple(embeddings.shape)
+    if shape != (manifest.get("count"), manifest.get("dim")):
+        raise AnnMismatchError(f"{what} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
+                               f"but the embeddings have shape {shape}; {rebuild}")
+    if embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
+        raise AnnMismatchError(f"{what} was built for other embeddings of the same shape {shape}; {rebuild}")

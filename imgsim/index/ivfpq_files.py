@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from imgsim.index.backend import Metric
-from imgsim.index.hnsw_config import AnnDtype, _enum, embeddings_fingerprint, set_threads
-from imgsim.index.hnsw_files import AnnMismatchError
+from imgsim.index.hnsw_config import AnnDtype, _enum, set_threads
+from imgsim.index.hnsw_files import check_manifest
 from imgsim.storage.artifacts import (
     ArtifactError,
     atomic_directory,
@@ -166,19 +166,7 @@ def load(directory: str | os.PathLike, embeddings: np.ndarray | None, *, mmap: b
     directory = Path(directory)
     manifest = read_manifest(directory, KIND)
     rebuild = "build the index again"
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("library") != LIBRARY:
-        raise AnnMismatchError(
-            f"IVF-PQ index {directory} has format {manifest.get('format_version')} by {manifest.get('library')}; "
-            f"expected format {FORMAT_VERSION} by {LIBRARY}; {rebuild}")
-    if embeddings is not None:
-        shape = tuple(embeddings.shape)
-        if shape != (manifest.get("count"), manifest.get("dim")):
-            raise AnnMismatchError(
-                f"IVF-PQ index {directory} indexes {manifest.get('count')} rows of dim {manifest.get('dim')}, "
-                f"but the embeddings have shape {shape}; {rebuild}")
-        if embeddings_fingerprint(embeddings) != manifest.get("fingerprint"):
-            raise AnnMismatchError(f"IVF-PQ index {directory} was built for other embeddings of shape {shape}; "
-                                   f"{rebuild}")
+    check_manifest(manifest, f"IVF-PQ index {directory}", FORMAT_VERSION, embeddings, rebuild)
     try:
         config = IvfPqConfig(**manifest["config"])
         if threads is not None:
